@@ -1,0 +1,249 @@
+"""The Python API: `train(config)` runs the whole job; `load(run_dir)` gives back a usable model.
+
+The stages in `train` follow the job as a user sees it, and each lives in its own package:
+config -> data -> model + strategy -> encode -> training loop -> evaluation -> run folder.
+Every check that can fail does so before the first training step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from transformers import AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+from tunewise.config.loading import dump_config, load_config
+from tunewise.config.schema import RunConfig
+from tunewise.data.readers import file_fingerprint
+from tunewise.data.splits import split_train_validation
+from tunewise.errors import ConfigError
+from tunewise.evaluation.metrics import format_metrics_table
+from tunewise.models.pooled_classifier import register_auto_class
+from tunewise.models.registry import read_checkpoint_hints, resolve_model
+from tunewise.models.strategies import apply_strategy, count_parameters
+from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
+from tunewise.reporting.run_folder import RUN_FILE, prepare_run_dir
+from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
+from tunewise.serving.predictor import FineTunedModel, load
+from tunewise.tasks import Task, make_task
+from tunewise.training.loop import FitResult, fit, predict_logits
+from tunewise.training.optim import resolve_learning_rate
+
+MAX_AUTO_LENGTH = 512
+EVAL_BATCH_SIZE = 128
+
+
+@dataclass
+class Run:
+    """A finished training run: its folder, metrics and the fine-tuned model."""
+
+    run_dir: Path
+    config: RunConfig
+    metrics: dict[str, dict]
+    history: list[dict]
+    model: FineTunedModel
+
+    def predict(self, texts: Any) -> list[dict[str, Any]]:
+        return self.model.predict(texts)
+
+
+def train(
+    config: str | Path | dict | RunConfig,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> Run:
+    """Fine-tune as the config says and write the run folder. Returns the `Run`."""
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    transformers_logging.set_verbosity_error()
+    requested = load_config(config, overrides)
+    config = requested.model_copy(deep=True)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    run_dir = Path(config.output_dir)
+
+    # --- data: read, validate, split (all errors before any model work) ---
+    task = make_task(config)
+    frames = read_splits(task, config)
+    task.fit_labels(frames["train"])
+    for split in ("validation", "test"):
+        if split in frames:
+            task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
+    check_selection_metric(task, config)
+
+    # --- model and strategy ---
+    source = resolve_model(config.model)
+    hints = read_checkpoint_hints(source)
+    tokenizer = AutoTokenizer.from_pretrained(source.location)
+    resolve_auto_settings(config, hints, tokenizer)
+    learning_rate = resolve_learning_rate(config.train, config.strategy)
+    set_seed(config.train.seed)
+    model = task.build_model(source, hints, config.strategy.pooling)
+    model = apply_strategy(model, config.strategy)
+    trainable, total = count_parameters(model)
+
+    prepare_run_dir(run_dir, requested.model_dump(mode="json"), overwrite=overwrite, resume=resume)
+    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    record = {
+        "requested_config": requested.model_dump(mode="json"),
+        "status": "training",
+        "seed": config.train.seed,
+        "learning_rate": learning_rate,
+        "data_sha256": {split: file_fingerprint(path) for split, path in data_sources(config).items()},
+        "rows": {split: len(frame) for split, frame in frames.items()},
+        "model_source": source.location,
+        "parameters": {"trainable": trainable, "total": total},
+        "versions": package_versions(),
+        "git_revision": git_revision(Path.cwd()),
+        "hardware": hardware(),
+    }
+    write_json(run_dir / RUN_FILE, record)
+
+    # --- encode and train ---
+    encode_started = time.perf_counter()
+    max_length = int(config.data.max_length)
+    encoded = {split: task.encode(frame, tokenizer, max_length) for split, frame in frames.items()}
+    encode_seconds = time.perf_counter() - encode_started
+    accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
+    pad_token_id = tokenizer.pad_token_id or 0
+    console.print(
+        f"[bold]tunewise[/] {task.name} ({task.problem_type}, {len(task.label_names)} label(s)) on {config.model}: "
+        f"{config.strategy.method}, {trainable:,} of {total:,} parameters trainable, lr {learning_rate:.2e}, "
+        f"{len(frames['train']):,} training rows, device {accelerator.device}"
+    )
+
+    def evaluate(model_to_score, split) -> dict[str, Any]:
+        logits, loss = predict_logits(model_to_score, split, EVAL_BATCH_SIZE, accelerator.device, pad_token_id)
+        return {**task.compute_metrics(logits, split.labels), "loss": loss}
+
+    result = fit(model, encoded["train"], encoded["validation"], config, learning_rate, evaluate, accelerator,
+                 run_dir, pad_token_id, resume=resume, show_progress=show_progress)
+    model = accelerator.unwrap_model(model)
+
+    # --- evaluate the best model, write the run folder ---
+    metrics, predictions = final_evaluation(task, model, encoded, frames, accelerator, pad_token_id)
+    model = save_model(model, task, tokenizer, run_dir)
+    write_outputs(run_dir, metrics, predictions, result, task)
+    record.update(status="finished", metrics=metrics, durations_seconds={
+        "total": round(time.perf_counter() - started, 2), "training": round(result.state.train_seconds, 2),
+        "encoding": round(encode_seconds, 2)}, steps=result.state.step, epochs=result.epochs,
+        best_step=result.state.best_step, stopped_early=result.state.stopped_early,
+        train_samples_per_second=round(result.state.samples_seen / max(result.state.train_seconds, 1e-9), 2),
+        peak_memory_mb=round(result.peak_memory_mb, 1))
+    write_json(run_dir / RUN_FILE, record)
+    console.print(format_metrics_table(metrics, title=f"{run_dir} - best step {result.state.best_step}"))
+    fine_tuned = FineTunedModel(model, tokenizer, task, config)
+    return Run(run_dir=run_dir, config=config, metrics=metrics, history=result.state.history, model=fine_tuned)
+
+
+def read_splits(task: Task, config: RunConfig) -> dict[str, pd.DataFrame]:
+    frames = {"train": task.read_split(config.data.train, "train")}
+    if config.data.validation:
+        frames["validation"] = task.read_split(config.data.validation, "validation")
+    if config.data.test:
+        frames["test"] = task.read_split(config.data.test, "test")
+    if "validation" not in frames:
+        task.fit_labels(frames["train"])
+        stratify = task.stratify_labels(frames["train"])
+        frames["train"], frames["validation"] = split_train_validation(
+            frames["train"], config.data.label_column, config.data.validation_ratio, config.train.seed,
+            stratify=stratify is not None)
+    return frames
+
+
+def data_sources(config: RunConfig) -> dict[str, str]:
+    return {split: path for split in ("train", "validation", "test") if (path := getattr(config.data, split))}
+
+
+def check_selection_metric(task: Task, config: RunConfig) -> None:
+    """Resolve `auto` and refuse a metric this task does not report."""
+    stopping = config.train.early_stopping
+    if stopping is None:
+        return
+    if stopping.metric == "auto":
+        stopping.metric = task.default_metric()
+    available = task.metric_names()
+    if stopping.metric not in available:
+        raise ConfigError(
+            f"train.early_stopping.metric {stopping.metric!r} is not reported for {task.name} "
+            f"({task.problem_type}). Choose one of: {', '.join(available)}."
+        )
+
+
+def resolve_auto_settings(config: RunConfig, hints, tokenizer) -> None:
+    """Replace `auto` with what the checkpoint declares, so the saved config replays exactly."""
+    if config.data.max_length == "auto":
+        limit = hints.max_length or getattr(tokenizer, "model_max_length", MAX_AUTO_LENGTH)
+        config.data.max_length = int(min(limit, MAX_AUTO_LENGTH))
+    if config.strategy.pooling == "auto":
+        config.strategy.pooling = hints.pooling or "cls"
+
+
+def mixed_precision(config: RunConfig) -> str:
+    precision = config.train.precision
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision fp16 needs a GPU; use fp32 (or bf16) on CPU.")
+    return {"fp32": "no"}.get(precision, precision)
+
+
+def final_evaluation(task, model, encoded, frames, accelerator, pad_token_id) -> tuple[dict, pd.DataFrame | None]:
+    """Validation (fitting post-hoc settings such as the multi-label threshold) and test metrics."""
+    metrics: dict[str, dict] = {}
+    predictions = None
+    for split in ("validation", "test"):
+        if split not in encoded:
+            continue
+        logits, loss = predict_logits(model, encoded[split], EVAL_BATCH_SIZE, accelerator.device, pad_token_id)
+        if split == "validation":
+            task.calibrate(logits, encoded[split].labels)
+        metrics[split] = {**task.compute_metrics(logits, encoded[split].labels), "loss": loss}
+        if split == "test":
+            rows = frames[split].drop(columns="_row").reset_index(drop=True)
+            predictions = pd.concat([rows, task.present(logits)], axis=1)
+    return metrics, predictions
+
+
+def save_model(model, task: Task, tokenizer, run_dir: Path):
+    """`model/` loads with from_pretrained; LoRA runs also keep the bare adapter in `adapter/`."""
+    if hasattr(model, "merge_and_unload"):
+        model.save_pretrained(run_dir / "adapter")
+        model = model.merge_and_unload()
+    task.save_settings(model.config)
+    register_auto_class()
+    model.save_pretrained(run_dir / "model", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "model")
+    return model
+
+
+def write_outputs(run_dir: Path, metrics: dict, predictions: pd.DataFrame | None, result: FitResult, task: Task) -> None:
+    write_json(run_dir / "metrics.json", metrics)
+    with open(run_dir / "history.jsonl", "w", encoding="utf-8") as history:
+        for record in result.state.history:
+            history.write(json.dumps(record) + "\n")
+    if predictions is not None:
+        predictions.to_csv(run_dir / "predictions.csv", index=False)
+    plots = run_dir / "plots"
+    plot_loss_curve(result.state.history, plots / "loss.png")
+    for split, split_metrics in metrics.items():
+        if "confusion_matrix" in split_metrics:
+            plot_confusion_matrix(split_metrics["confusion_matrix"], task.label_names,
+                                  plots / f"confusion_{split}.png", title=f"Confusion matrix ({split})")
+
+
+__all__ = ["Run", "load", "train"]

@@ -1,0 +1,120 @@
+"""The `tunewise` command: a thin layer over the Python API in `tunewise.api`.
+
+Errors the user can fix (TunewiseError) print one clear message and exit with status 1;
+anything else is a bug in tunewise and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tunewise.errors import TunewiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models on your own data, responsibly.")
+console = Console(stderr=True)
+
+
+def user_errors(command):
+    """Turn TunewiseError into a message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TunewiseError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(code=1) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML). `tunewise init` writes a starting one.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=1")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in output_dir.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
+) -> None:
+    """Fine-tune a model as CONFIG describes and write the run folder."""
+    from tunewise.api import train as run_training
+
+    run = run_training(config, overrides=set_ or [], overwrite=overwrite, resume=resume, console=console)
+    console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")],
+    data: Annotated[str, typer.Option(help="Labelled data to score, in the training format.")],
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here.")] = None,
+) -> None:
+    """Score a trained model on labelled data."""
+    from tunewise.evaluation.metrics import format_metrics_table
+    from tunewise.serving.predictor import load
+
+    metrics, _ = load(run).evaluate(data)
+    Console().print(format_metrics_table({Path(data).name: metrics}))
+    if output is not None:
+        _refuse_existing(output)
+        output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+
+
+@app.command()
+@user_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")],
+    input: Annotated[str | None, typer.Option("--input", help="A data file with the text column(s).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Where to write predictions (CSV); default: print them.")] = None,
+    text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeatable).")] = None,
+) -> None:
+    """Predict labels for a file (--input) or for texts given on the command line (--text)."""
+    from tunewise.serving.predictor import load
+
+    if (input is None) == (not text):
+        raise TunewiseError("Give either --input FILE or one or more --text \"...\".")
+    model = load(run)
+    if text:
+        frame = model.predict_frame(_text_frame(model, text))
+        frame.insert(0, "text", text)
+    else:
+        frame = model.predict_file(input)
+    if output is None:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    _refuse_existing(output)
+    frame.to_csv(output, index=False)
+    console.print(f"[green]wrote[/] {len(frame)} predictions to {output}")
+
+
+@app.command()
+def init() -> None:
+    """Print a commented starting config: every field, its default and what it does."""
+    from tunewise.config.template import commented_template
+
+    sys.stdout.write(commented_template())
+
+
+def _text_frame(model, texts: list[str]):
+    import pandas as pd
+
+    if model.config.data.text_pair_column:
+        raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
+    return pd.DataFrame({model.config.data.text_column: texts})
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists():
+        raise TunewiseError(f"{path} already exists; choose another --output or remove it first.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,186 @@
+"""The run configuration: one YAML file, validated by these pydantic models before any work starts.
+
+Every field carries a description; `tunewise init` prints them as comments, so this file is the
+reference documentation of the config. Checks that need only the config live here as validators;
+checks that need the model or the data live in `tunewise.config.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    train: str = Field(
+        description="Training data: a CSV, TSV, JSONL or Parquet file, or hf:<dataset>[:<config>] "
+        "(a Hugging Face dataset by name, or a folder written by Dataset.save_to_disk)."
+    )
+    validation: str | None = Field(
+        default=None,
+        description="Validation data in any training format. When absent, a stratified "
+        "validation_ratio share of train is held out (seeded by train.seed).",
+    )
+    test: str | None = Field(default=None, description="Optional test data, scored once after training.")
+    validation_ratio: float = Field(
+        default=0.1, gt=0.0, lt=0.5, description="Share of train held out for validation when no validation file is given."
+    )
+    text_column: str = Field(default="text", description="Column holding the input text.")
+    text_pair_column: str | None = Field(
+        default=None, description="A second text column for sentence-pair tasks (entailment, paraphrase)."
+    )
+    label_column: str = Field(default="label", description="Column holding the target.")
+    problem_type: Literal["auto", "single_label", "multi_label", "regression"] = Field(
+        default="auto",
+        description="auto: lists of labels -> multi_label, non-integer numbers -> regression, "
+        "anything else -> single_label.",
+    )
+    max_length: int | Literal["auto"] = Field(
+        default="auto",
+        description="Longest input in tokens; longer inputs are truncated. auto: what the checkpoint "
+        "declares (sentence-transformers max_seq_length or the tokenizer's limit), at most 512.",
+    )
+
+    @field_validator("max_length")
+    @classmethod
+    def _positive_length(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 8:
+            raise ValueError("max_length must be at least 8 tokens, or 'auto'")
+        return value
+
+
+class LoraConfig(Section):
+    r: int = Field(default=8, ge=1, description="LoRA rank: the size of the low-rank update.")
+    alpha: float = Field(default=16, gt=0, description="LoRA scaling numerator (update is scaled by alpha / r).")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["auto"] = Field(
+        default="auto",
+        description="Module names to adapt (suffix match, e.g. [query, value]); auto: the attention "
+        "projections of the model's architecture.",
+    )
+
+
+class StrategyConfig(Section):
+    method: Literal["full", "freeze_backbone", "last_n_layers", "lora"] = Field(
+        default="full",
+        description="How the pretrained model is adapted: full fine-tuning; freeze_backbone (train the "
+        "new head only); last_n_layers (head + the top n_layers encoder layers); lora (low-rank adapters "
+        "+ head, merged into the saved model).",
+    )
+    n_layers: int = Field(default=2, ge=1, description="Encoder layers to train when method is last_n_layers.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings, used when method is lora.")
+    layerwise_lr_decay: float = Field(
+        default=1.0,
+        gt=0,
+        le=1.0,
+        description="Each encoder layer below the top learns this factor slower than the one above "
+        "(embeddings slowest); 1.0 disables the decay.",
+    )
+    pooling: Literal["auto", "mean", "max", "cls"] = Field(
+        default="auto",
+        description="How token vectors become one sentence vector for the head. auto: what the "
+        "checkpoint declares (1_Pooling/config.json of sentence-transformers folders), else cls.",
+    )
+
+
+class EarlyStoppingConfig(Section):
+    patience: int = Field(default=2, ge=1, description="Evaluations without improvement before training stops.")
+    metric: str = Field(
+        default="auto",
+        description="Validation metric that picks the best model and drives early stopping; auto: "
+        "f1_macro for classification, mse for regression, f1_micro for multi-label.",
+    )
+    min_delta: float = Field(default=0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class TrainConfig(Section):
+    epochs: float | Literal["auto"] = Field(
+        default="auto",
+        description="Passes over the training data; auto: 3, raised for small datasets so training "
+        "takes at least ~300 optimizer steps (at most 10 epochs).",
+    )
+    batch_size: int = Field(default=32, ge=1, description="Examples per optimizer step and device (before accumulation).")
+    gradient_accumulation: int = Field(default=1, ge=1, description="Batches whose gradients are summed per optimizer step.")
+    learning_rate: float | Literal["auto"] = Field(
+        default="auto",
+        description="Peak learning rate; auto: chosen from the strategy (full 1e-4, last_n_layers 2e-4, "
+        "lora 5e-4, freeze_backbone 2e-3) and scaled by sqrt(effective batch / 32).",
+    )
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms).")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from 0.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(default="linear", description="Learning-rate decay after warm-up.")
+    max_grad_norm: float | None = Field(default=1.0, description="Clip the gradient norm to this; null disables clipping.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
+    )
+    seed: int = Field(default=0, description="Seed for the split, initialisation, dropout and data order.")
+    eval_every: int | Literal["epoch"] = Field(default="epoch", description="Evaluate every N optimizer steps, or at each epoch's end.")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default_factory=EarlyStoppingConfig, description="Stop when validation stops improving; null disables."
+    )
+    checkpoint_every: int = Field(default=500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
+    keep_last: int = Field(default=2, ge=1, description="How many recent checkpoints to keep.")
+    num_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; null: all cores.")
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _epochs(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError("epochs must be a positive number or 'auto'")
+        return float(value)
+
+    @field_validator("eval_every")
+    @classmethod
+    def _eval_every(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("eval_every must be 'epoch' or a positive step count")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _learning_rate(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError("learning_rate must be between 0 and 1 (typical: 1e-5 to 1e-3), or 'auto'")
+        return value
+
+
+class RunConfig(Section):
+    """A whole run: what to fine-tune, on which data, how, and where the results go."""
+
+    task: str = Field(
+        default="text-classification", description="What the model learns (text-classification; see tunewise.tasks)."
+    )
+    model: str = Field(
+        default="minilm-l6",
+        description="A built-in offline name (minilm-l6), a Hugging Face hub id, or a local model folder.",
+    )
+    data: DataConfig = Field(description="Where the data is and which columns to use.")
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the pretrained model is adapted.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation and schedule.")
+    output_dir: str = Field(default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from tunewise.tasks import TASKS  # the registry imports this module, so import it lazily
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; choose one of: {', '.join(TASKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> RunConfig:
+        if self.data.text_pair_column is not None and self.data.text_pair_column == self.data.text_column:
+            raise ValueError("data.text_pair_column must name a different column than data.text_column")
+        if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
+            raise ValueError("data.label_column must differ from the text column(s)")
+        return self

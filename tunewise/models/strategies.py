@@ -1,0 +1,136 @@
+"""Adaptation strategies: which parameters train, and how fast each layer learns.
+
+Works on any transformers model whose encoder keeps its blocks in one `nn.ModuleList`
+(BERT `encoder.layer`, GPT-2 `h`, Llama `layers`, ...). Mistakes that would waste a run
+(n_layers beyond the model, LoRA targets that match nothing) fail here, before training.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from tunewise.config.schema import StrategyConfig
+from tunewise.errors import ConfigError
+
+HEAD_MODULE_NAMES = ("classifier", "pooler", "score", "pre_classifier", "qa_outputs", "lm_head")
+_LAYER_LIST_NAMES = ("layer", "layers", "h", "block", "blocks")
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where the transformer blocks live, for freezing and layer-wise learning rates."""
+
+    path: str  # dotted module path of the ModuleList, e.g. "encoder.encoder.layer"
+    count: int
+
+
+def find_layers(model: nn.Module) -> LayerLayout:
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES and len(module) > 0
+    ]
+    if not candidates:
+        raise ConfigError(
+            f"Could not find the transformer layers of {type(model).__name__}; use strategy.method full or lora."
+        )
+    name, module = max(candidates, key=lambda item: len(item[1]))
+    return LayerLayout(path=name, count=len(module))
+
+
+def layer_depth(parameter_name: str, layout: LayerLayout) -> int:
+    """0 for embeddings, i+1 for block i, count+1 for the task head, count for anything else (final norms)."""
+    match = re.search(rf"{re.escape(layout.path.rsplit('.', 1)[-1])}\.(\d+)\.", parameter_name)
+    if match and layout.path.rsplit(".", 1)[-1] in parameter_name:
+        return int(match.group(1)) + 1
+    if "embed" in parameter_name or "wte" in parameter_name or "wpe" in parameter_name:
+        return 0
+    if any(head in parameter_name for head in HEAD_MODULE_NAMES):
+        return layout.count + 1
+    return layout.count
+
+
+def apply_strategy(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
+    """Freeze or wrap `model` as the strategy says; returns the model to train (a PeftModel for LoRA)."""
+    layout = find_layers(model)
+    if strategy.method == "full":
+        return model
+    if strategy.method == "lora":
+        return _wrap_lora(model, strategy)
+    trainable_from = layout.count + 1 if strategy.method == "freeze_backbone" else layout.count - strategy.n_layers + 1
+    if strategy.method == "last_n_layers" and strategy.n_layers > layout.count:
+        raise ConfigError(
+            f"strategy.n_layers is {strategy.n_layers} but the model has only {layout.count} layers; "
+            f"use at most {layout.count}, or strategy.method: full."
+        )
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = layer_depth(name, layout) >= trainable_from
+    return model
+
+
+def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]:
+    """Resolve `auto` to the architecture's attention projections and check the names match something."""
+    linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    targets = strategy.lora.target_modules
+    if targets == "auto":
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        targets = list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, []))
+        if not targets:
+            targets = [name for name in ("q_proj", "v_proj", "query", "value", "c_attn") if name in linear_names]
+    unmatched = [target for target in targets if target not in linear_names]
+    if not targets or unmatched:
+        adaptable = sorted(linear_names - set(HEAD_MODULE_NAMES))
+        raise ConfigError(
+            f"strategy.lora.target_modules {unmatched or targets} match no linear layer of this model. "
+            f"Choose among: {', '.join(adaptable)}."
+        )
+    return list(targets)
+
+
+def _wrap_lora(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    head_modules = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_children() if name in HEAD_MODULE_NAMES})
+    config = LoraConfig(
+        r=strategy.lora.r,
+        lora_alpha=strategy.lora.alpha,
+        lora_dropout=strategy.lora.dropout,
+        target_modules=lora_target_modules(model, strategy),
+        modules_to_save=head_modules + _pooler_modules(model),
+    )
+    return get_peft_model(model, config)
+
+
+def _pooler_modules(model: nn.Module) -> list[str]:
+    return ["pooler"] if any(name.endswith(".pooler") for name, _ in model.named_modules()) else []
+
+
+def parameter_groups(model: nn.Module, learning_rate: float, weight_decay: float, decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; layer-wise learning-rate decay when decay < 1."""
+    layout = find_layers(model)
+    top = layout.count + 1
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        depth = layer_depth(name, layout) if decay < 1.0 else top
+        no_decay = any(marker in name for marker in _NO_DECAY)
+        group = groups.setdefault(
+            (depth, no_decay),
+            {"params": [], "lr": learning_rate * decay ** (top - depth), "weight_decay": 0.0 if no_decay else weight_decay},
+        )
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

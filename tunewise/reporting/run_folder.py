@@ -1,0 +1,73 @@
+"""The run folder: what goes in it, and the rule that nothing in it is replaced without being asked.
+
+A folder that already holds a run is refused unless the user says `overwrite` (start again) or
+`resume` (continue the same config from its last checkpoint). A folder with other files is never
+cleared: even with `overwrite`, only the files tunewise itself writes are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tunewise.errors import ConfigError
+
+RUN_FILE = "run.json"
+ARTIFACTS = ("model", "adapter", "checkpoints", "plots", "config.yaml", "metrics.json", "history.jsonl",
+             "predictions.csv", RUN_FILE)
+
+
+def prepare_run_dir(run_dir: Path, requested: dict, overwrite: bool, resume: bool) -> None:
+    """Check the folder can take this run; with `overwrite`, clear the previous run's artifacts."""
+    if overwrite and resume:
+        raise ConfigError("Choose one of --overwrite (start again) and --resume (continue), not both.")
+    existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
+    if not existing:
+        if resume:
+            raise ConfigError(f"--resume: {run_dir} holds no run to resume. Drop --resume to start one.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return
+    record = run_dir / RUN_FILE
+    if not record.is_file():
+        raise ConfigError(
+            f"output_dir {run_dir} already holds other files ({', '.join(sorted(p.name for p in existing)[:5])}). "
+            "Choose an empty or new output_dir (e.g. --set output_dir=runs/new); tunewise will not clear it."
+        )
+    previous = json.loads(record.read_text(encoding="utf-8")).get("requested_config", {})
+    if resume:
+        differences = config_differences(previous, requested, ignore={"output_dir"})
+        if differences:
+            raise ConfigError(
+                f"--resume: the config differs from the run in {run_dir} at {', '.join(differences[:6])}. "
+                "Resume with the same config, or start a new run with --overwrite or another output_dir."
+            )
+        return
+    if not overwrite:
+        same = not config_differences(previous, requested, ignore={"output_dir"})
+        what = "this run already" if same else "a different run"
+        raise ConfigError(
+            f"output_dir {run_dir} holds {what}. Pass --overwrite to replace it, --resume to continue it, "
+            "or choose another output_dir."
+        )
+    for name in ARTIFACTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def config_differences(old: dict, new: dict, ignore: set[str], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        if dotted in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += config_differences(a, b, ignore, prefix=f"{dotted}.")
+        elif a != b:
+            differences.append(dotted)
+    return differences

@@ -1,0 +1,108 @@
+"""A fine-tuned model ready to use: predict on texts or files, and evaluate on labelled data.
+
+`tunewise.load(run_dir)` returns one; so does a finished `tunewise.train(...)` (as `run.model`).
+Prediction batches inputs longest-first, so almost no compute goes to padding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from tunewise.config.loading import load_config
+from tunewise.config.schema import RunConfig
+from tunewise.errors import ConfigError
+from tunewise.models.pooled_classifier import PooledModelForSequenceClassification
+from tunewise.tasks import Task, make_task
+from tunewise.training.loop import predict_logits
+
+PREDICT_BATCH_SIZE = 64
+
+
+class FineTunedModel:
+    """A model, its tokenizer, and the task that turns its outputs into labels."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, task: Task, config: RunConfig):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config.data.max_length)
+
+    def predict(self, texts: list[str] | list[tuple[str, str]] | str) -> list[dict[str, Any]]:
+        """Predictions for raw texts (or (text, pair) tuples): one dict per input."""
+        if isinstance(texts, str):
+            texts = [texts]
+        data = self.config.data
+        if data.text_pair_column:
+            frame = pd.DataFrame(list(texts), columns=[data.text_column, data.text_pair_column])
+        else:
+            frame = pd.DataFrame({data.text_column: list(texts)})
+        return self.predict_frame(frame).to_dict(orient="records")
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        logits, _ = self._logits(frame)
+        return self.task.present(logits)
+
+    def predict_file(self, source: str) -> pd.DataFrame:
+        """The input rows (user's columns) followed by the prediction columns."""
+        frame = self.task.read_split(source, "predict", with_labels=False)
+        predictions = self.predict_frame(frame)
+        return pd.concat([frame.drop(columns="_row").reset_index(drop=True), predictions], axis=1)
+
+    def evaluate(self, source: str, split: str = "evaluation") -> tuple[dict[str, Any], pd.DataFrame]:
+        """Metrics on a labelled file, and the per-row predictions."""
+        frame = self.task.read_split(source, split)
+        self.task.check_split(frame, split, source)
+        logits, loss = self._logits(frame)
+        encoded_labels = self.task.encode(frame.iloc[:0], self.tokenizer, self.max_length)  # for label format only
+        del encoded_labels
+        metrics = self.task.compute_metrics(logits, self.task.encode(frame, self.tokenizer, self.max_length).labels)
+        metrics["loss"] = loss
+        predictions = pd.concat([frame.drop(columns="_row").reset_index(drop=True), self.task.present(logits)], axis=1)
+        return metrics, predictions
+
+    def _logits(self, frame: pd.DataFrame):
+        encoded = self.task.encode(frame, self.tokenizer, self.max_length)
+        pad = self.tokenizer.pad_token_id or 0
+        return predict_logits(self.model, encoded, PREDICT_BATCH_SIZE, self.device, pad)
+
+
+def load(path: str | Path, device: str | None = None) -> FineTunedModel:
+    """Load a run folder (or its `model/` folder) written by `tunewise train`."""
+    path = Path(path)
+    run_dir = path.parent if (path / "config.json").is_file() and not (path / "model").is_dir() else path
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(
+            f"{path} is not a tunewise run folder: {model_dir}/config.json is missing. Point at the output_dir of a "
+            "finished `tunewise train`."
+        )
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir} has no config.yaml; it was not written by tunewise train.")
+    config = load_config(config_file)
+    model = load_model(model_dir)
+    task = make_task(config)
+    task.restore(model.config)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return FineTunedModel(model.to(target), tokenizer, task, config)
+
+
+def load_model(model_dir: Path) -> PreTrainedModel:
+    model_config = AutoConfig.from_pretrained(model_dir)
+    if PooledModelForSequenceClassification.__name__ in (model_config.architectures or []):
+        return PooledModelForSequenceClassification.from_pretrained(model_dir, config=model_config)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, config=model_config)

@@ -1,0 +1,259 @@
+"""The training loop: one function, readable top to bottom.
+
+    for each epoch:
+        for each length-grouped batch (skipping those a resumed run has already seen):
+            forward, backward (scaled by gradient accumulation)
+            every `gradient_accumulation` batches: clip, optimiser step, schedule step
+            on schedule: log, evaluate (early stopping, best model), checkpoint
+    restore the best model
+
+Loss values stay on the device and are read only when logged, so the host never waits for the
+accelerator inside a step. Accelerate handles device placement, mixed precision and multi-GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from tunewise.config.schema import RunConfig
+from tunewise.evaluation.metrics import is_better
+from tunewise.training.batching import EncodedSplit, collate, length_grouped_batches, sorted_batches
+from tunewise.training.checkpointing import (
+    load_latest_checkpoint,
+    load_trainable_state,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    trainable_state,
+)
+from tunewise.training.optim import build_optimizer, build_scheduler, resolve_epochs
+
+LOG_EVERY = 10  # optimizer steps between loss readings (each reading syncs with the device)
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes during training and must survive a resume."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    history: list[dict] = field(default_factory=list)
+    best_metric: float | None = None
+    best_step: int | None = None
+    evaluations_without_improvement: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+
+@dataclass
+class FitResult:
+    state: TrainingState
+    total_steps: int
+    epochs: float
+    best_validation: dict | None
+    peak_memory_mb: float
+
+
+def fit(
+    model: nn.Module,
+    train: EncodedSplit,
+    validation: EncodedSplit,
+    config: RunConfig,
+    learning_rate: float,
+    evaluate: Callable[[nn.Module, EncodedSplit], dict[str, Any]],
+    accelerator: Accelerator,
+    run_dir: Path,
+    pad_token_id: int,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> FitResult:
+    """Train `model` in place and leave the best weights (by the selection metric) in it."""
+    settings = config.train
+    metric = settings.early_stopping.metric if settings.early_stopping else None
+    pad_multiple = 8 if accelerator.device.type == "cuda" else 1
+    batches_per_epoch = math.ceil(len(train) / settings.batch_size)
+    if accelerator.num_processes > 1:
+        batches_per_epoch //= accelerator.num_processes
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
+    epochs = resolve_epochs(settings, steps_per_epoch)
+    total_steps = max(math.ceil(epochs * steps_per_epoch), 1)
+
+    optimizer = build_optimizer(model, settings, config.strategy, learning_rate)
+    scheduler = build_scheduler(optimizer, settings, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state = TrainingState()
+    checkpoint_dir = run_dir / "checkpoints"
+    best_weights: dict[str, torch.Tensor] | None = None
+    if resume and (saved := load_latest_checkpoint(checkpoint_dir)) is not None:
+        load_trainable_state(accelerator.unwrap_model(model), saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        restore_rng_state(saved["rng"])
+        state = saved["training_state"]
+        best_weights = saved.get("best_weights")
+
+    def run_evaluation() -> bool:
+        """Evaluate, record, update the best model; True when early stopping says stop."""
+        nonlocal best_weights
+        metrics = evaluate(model, validation)
+        state.history.append({"step": state.step, "epoch": epoch_position(), "split": "validation",
+                              "metrics": scalar_metrics(metrics)})
+        if metric is None:
+            return False
+        value = metrics[metric]
+        if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
+            state.best_metric, state.best_step = value, state.step
+            state.evaluations_without_improvement = 0
+            best_weights = trainable_state(accelerator.unwrap_model(model))
+            return False
+        state.evaluations_without_improvement += 1
+        return state.evaluations_without_improvement >= settings.early_stopping.patience
+
+    def epoch_batches(epoch: int) -> list[np.ndarray]:
+        """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
+        batches = length_grouped_batches(train.lengths, settings.batch_size, settings.seed, epoch)
+        share = len(batches) // accelerator.num_processes if accelerator.num_processes > 1 else len(batches)
+        return batches[accelerator.process_index :: accelerator.num_processes][:share]
+
+    def epoch_position() -> float:
+        return round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4)
+
+    progress = _progress_bar(show_progress and accelerator.is_main_process)
+    task_id = progress.add_task("training", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0)
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_batches = 0
+    last_eval_step = state.history[-1]["step"] if state.history else -1
+    started = time.perf_counter()
+    model.train()
+    with progress:
+        while state.step < total_steps and not state.stopped_early:
+            batches = epoch_batches(state.epoch)
+            for indices in batches[state.batch_in_epoch :]:
+                batch = collate(train, indices, pad_token_id, pad_multiple)
+                batch = {name: tensor.to(accelerator.device, non_blocking=True) for name, tensor in batch.items()}
+                loss = model(**batch).loss
+                accelerator.backward(loss / settings.gradient_accumulation)
+                running_loss += loss.detach()
+                running_batches += 1
+                state.batch_in_epoch += 1
+                state.samples_seen += len(indices)
+                at_boundary = state.batch_in_epoch % settings.gradient_accumulation == 0
+                if not at_boundary and state.batch_in_epoch < len(batches):
+                    continue
+                if settings.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                if state.step % LOG_EVERY == 0 or state.step == total_steps:
+                    mean_loss = (running_loss / running_batches).item()
+                    lr = scheduler.get_last_lr()[-1]
+                    state.history.append({"step": state.step, "epoch": epoch_position(), "loss": mean_loss, "lr": lr})
+                    progress.update(task_id, loss=mean_loss, lr=lr)
+                    running_loss.zero_()
+                    running_batches = 0
+                progress.update(task_id, completed=state.step)
+                if isinstance(settings.eval_every, int) and state.step % settings.eval_every == 0:
+                    last_eval_step = state.step
+                    state.stopped_early = run_evaluation()
+                    model.train()
+                if state.step % settings.checkpoint_every == 0 and accelerator.is_main_process:
+                    state.train_seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    _checkpoint(checkpoint_dir, model, optimizer, scheduler, state, best_weights, accelerator,
+                                settings.keep_last)
+                if state.stopped_early or state.step >= total_steps:
+                    break
+            if state.batch_in_epoch >= len(batches):  # the epoch is complete
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if settings.eval_every == "epoch" and not state.stopped_early:
+                    last_eval_step = state.step
+                    state.stopped_early = run_evaluation()
+                    model.train()
+    if last_eval_step != state.step:
+        run_evaluation()
+    state.train_seconds += time.perf_counter() - started
+    unwrapped = accelerator.unwrap_model(model)
+    if best_weights is not None and state.best_step != state.step:
+        load_trainable_state(unwrapped, best_weights)
+    best = next((h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None)
+    return FitResult(state=state, total_steps=total_steps, epochs=epochs, best_validation=best, peak_memory_mb=peak_memory_mb(accelerator))
+
+
+def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, accelerator, keep_last) -> None:
+    payload = {
+        "model": trainable_state(accelerator.unwrap_model(model)),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "training_state": state,
+        "best_weights": best_weights,
+    }
+    save_checkpoint(folder, state.step, payload, keep_last)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: EncodedSplit, batch_size: int, device: torch.device,
+                   pad_token_id: int) -> tuple[np.ndarray, float | None]:
+    """Logits for every row in input order, and the mean loss when the split has labels."""
+    was_training = model.training
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    order: list[np.ndarray] = []
+    loss_sum = torch.zeros((), device=device)
+    pad_multiple = 8 if device.type == "cuda" else 1
+    for indices in sorted_batches(split.lengths, batch_size):
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate(split, indices, pad_token_id, pad_multiple).items()}
+        result = model(**batch)
+        if result.loss is not None:
+            loss_sum += result.loss.float() * len(indices)
+        outputs.append(result.logits.float())
+        order.append(indices)
+    model.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32), None
+    logits = torch.cat(outputs).cpu().numpy()
+    restored = np.empty_like(logits)
+    restored[np.concatenate(order)] = logits
+    loss = (loss_sum / len(split)).item() if split.labels is not None else None
+    return restored, loss
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def peak_memory_mb(accelerator: Accelerator) -> float:
+    if accelerator.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
