@@ -128,20 +128,42 @@ def train(
         logits, loss = predict_logits(model_to_score, split, EVAL_BATCH_SIZE, accelerator.device, pad_token_id)
         return {**task.compute_metrics(logits, split.labels), "loss": loss}
 
-    result = fit(model, encoded["train"], encoded["validation"], config, learning_rate, evaluate, accelerator,
-                 run_dir, pad_token_id, resume=resume, show_progress=show_progress)
+    result = fit(
+        model,
+        encoded["train"],
+        encoded["validation"],
+        config,
+        learning_rate,
+        evaluate,
+        accelerator,
+        run_dir,
+        pad_token_id,
+        resume=resume,
+        show_progress=show_progress,
+        console=console,
+    )
     model = accelerator.unwrap_model(model)
 
     # --- evaluate the best model, write the run folder ---
     metrics, predictions = final_evaluation(task, model, encoded, frames, accelerator, pad_token_id)
     model = save_model(model, task, tokenizer, run_dir)
     write_outputs(run_dir, metrics, predictions, result, task)
-    record.update(status="finished", metrics=metrics, durations_seconds={
-        "total": round(time.perf_counter() - started, 2), "training": round(result.state.train_seconds, 2),
-        "encoding": round(encode_seconds, 2)}, steps=result.state.step, epochs=result.epochs,
-        best_step=result.state.best_step, stopped_early=result.state.stopped_early,
+    record.update(
+        status="finished",
+        metrics=metrics,
+        durations_seconds={
+            "total": round(time.perf_counter() - started, 2),
+            "training": round(result.state.train_seconds, 2),
+            "validation_during_training": round(result.state.eval_seconds, 2),
+            "encoding": round(encode_seconds, 2),
+        },
+        steps=result.state.step,
+        epochs=result.epochs,
+        best_step=result.state.best_step,
+        stopped_early=result.state.stopped_early,
         train_samples_per_second=round(result.state.samples_seen / max(result.state.train_seconds, 1e-9), 2),
-        peak_memory_mb=round(result.peak_memory_mb, 1))
+        peak_memory_mb=round(result.peak_memory_mb, 1),
+    )
     write_json(run_dir / RUN_FILE, record)
     console.print(format_metrics_table(metrics, title=f"{run_dir} - best step {result.state.best_step}"))
     fine_tuned = FineTunedModel(model, tokenizer, task, config)
@@ -158,8 +180,12 @@ def read_splits(task: Task, config: RunConfig) -> dict[str, pd.DataFrame]:
         task.fit_labels(frames["train"])
         stratify = task.stratify_labels(frames["train"])
         frames["train"], frames["validation"] = split_train_validation(
-            frames["train"], config.data.label_column, config.data.validation_ratio, config.train.seed,
-            stratify=stratify is not None)
+            frames["train"],
+            config.data.label_column,
+            config.data.validation_ratio,
+            config.train.seed,
+            stratify=stratify is not None,
+        )
     return frames
 
 
@@ -231,7 +257,9 @@ def save_model(model, task: Task, tokenizer, run_dir: Path):
     return model
 
 
-def write_outputs(run_dir: Path, metrics: dict, predictions: pd.DataFrame | None, result: FitResult, task: Task) -> None:
+def write_outputs(
+    run_dir: Path, metrics: dict, predictions: pd.DataFrame | None, result: FitResult, task: Task
+) -> None:
     write_json(run_dir / "metrics.json", metrics)
     with open(run_dir / "history.jsonl", "w", encoding="utf-8") as history:
         for record in result.state.history:
@@ -242,8 +270,12 @@ def write_outputs(run_dir: Path, metrics: dict, predictions: pd.DataFrame | None
     plot_loss_curve(result.state.history, plots / "loss.png")
     for split, split_metrics in metrics.items():
         if "confusion_matrix" in split_metrics:
-            plot_confusion_matrix(split_metrics["confusion_matrix"], task.label_names,
-                                  plots / f"confusion_{split}.png", title=f"Confusion matrix ({split})")
+            plot_confusion_matrix(
+                split_metrics["confusion_matrix"],
+                task.label_names,
+                plots / f"confusion_{split}.png",
+                title=f"Confusion matrix ({split})",
+            )
 
 
 __all__ = ["Run", "load", "train"]

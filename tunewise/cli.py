@@ -17,7 +17,9 @@ from rich.console import Console
 
 from tunewise.errors import TunewiseError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models on your own data, responsibly.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models on your own data, responsibly."
+)
 console = Console(stderr=True)
 
 
@@ -80,7 +82,7 @@ def predict(
     from tunewise.serving.predictor import load
 
     if (input is None) == (not text):
-        raise TunewiseError("Give either --input FILE or one or more --text \"...\".")
+        raise TunewiseError('Give either --input FILE or one or more --text "...".')
     model = load(run)
     if text:
         frame = model.predict_frame(_text_frame(model, text))

@@ -7,6 +7,7 @@ what to change, with a "did you mean" for misspelt keys.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def read_yaml(path: Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings (task:, model:, data:, ...), not {type(raw).__name__}.")
+        raise ConfigError(
+            f"{path} must hold a mapping of settings (task:, model:, data:, ...), not {type(raw).__name__}."
+        )
     return raw
 
 
@@ -78,7 +81,9 @@ def validate_config(raw: dict, origin: str = "config") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
         problems = [describe_problem(item) for item in error.errors()]
-        raise ConfigError(f"{origin} has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)) from None
+        raise ConfigError(
+            f"{origin} has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        ) from None
 
 
 def describe_problem(item: dict[str, Any]) -> str:
@@ -127,7 +132,7 @@ def resolve_data_paths(config: RunConfig, base_dir: Path) -> None:
             continue
         beside = base_dir / value
         if beside.exists():
-            setattr(config.data, split, str(beside))
+            setattr(config.data, split, os.path.normpath(beside))
 
 
 def dump_config(config: RunConfig) -> str:

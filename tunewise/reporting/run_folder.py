@@ -14,8 +14,17 @@ from pathlib import Path
 from tunewise.errors import ConfigError
 
 RUN_FILE = "run.json"
-ARTIFACTS = ("model", "adapter", "checkpoints", "plots", "config.yaml", "metrics.json", "history.jsonl",
-             "predictions.csv", RUN_FILE)
+ARTIFACTS = (
+    "model",
+    "adapter",
+    "checkpoints",
+    "plots",
+    "config.yaml",
+    "metrics.json",
+    "history.jsonl",
+    "predictions.csv",
+    RUN_FILE,
+)
 
 
 def prepare_run_dir(run_dir: Path, requested: dict, overwrite: bool, resume: bool) -> None:

@@ -11,8 +11,19 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "scikit-learn",
-            "numpy", "pandas", "pydantic")
+PACKAGES = (
+    "tunewise",
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "pydantic",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -28,18 +39,23 @@ def package_versions() -> dict[str, str]:
 def git_revision(folder: Path) -> str | None:
     """The commit of the repository the user runs from (with +dirty when it has changes), if any."""
     try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                                  timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True,
-                               timeout=5, check=True).stdout.strip()
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return revision + ("+dirty" if dirty else "")
 
 
 def hardware() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
@@ -18,6 +19,7 @@ from tunewise.config.schema import RunConfig
 from tunewise.errors import ConfigError
 from tunewise.models.pooled_classifier import PooledModelForSequenceClassification
 from tunewise.tasks import Task, make_task
+from tunewise.training.batching import EncodedSplit
 from tunewise.training.loop import predict_logits
 
 PREDICT_BATCH_SIZE = 64
@@ -49,34 +51,49 @@ class FineTunedModel:
             frame = pd.DataFrame(list(texts), columns=[data.text_column, data.text_pair_column])
         else:
             frame = pd.DataFrame({data.text_column: list(texts)})
-        return self.predict_frame(frame).to_dict(orient="records")
+        return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        logits, _ = self._logits(frame)
+        logits, _ = self._logits(self.task.encode(frame, self.tokenizer, self.max_length))
         return self.task.present(logits)
 
     def predict_file(self, source: str) -> pd.DataFrame:
         """The input rows (user's columns) followed by the prediction columns."""
         frame = self.task.read_split(source, "predict", with_labels=False)
-        predictions = self.predict_frame(frame)
-        return pd.concat([frame.drop(columns="_row").reset_index(drop=True), predictions], axis=1)
+        return pd.concat([_user_columns(frame), self.predict_frame(frame)], axis=1)
 
     def evaluate(self, source: str, split: str = "evaluation") -> tuple[dict[str, Any], pd.DataFrame]:
         """Metrics on a labelled file, and the per-row predictions."""
         frame = self.task.read_split(source, split)
         self.task.check_split(frame, split, source)
-        logits, loss = self._logits(frame)
-        encoded_labels = self.task.encode(frame.iloc[:0], self.tokenizer, self.max_length)  # for label format only
-        del encoded_labels
-        metrics = self.task.compute_metrics(logits, self.task.encode(frame, self.tokenizer, self.max_length).labels)
-        metrics["loss"] = loss
-        predictions = pd.concat([frame.drop(columns="_row").reset_index(drop=True), self.task.present(logits)], axis=1)
-        return metrics, predictions
-
-    def _logits(self, frame: pd.DataFrame):
         encoded = self.task.encode(frame, self.tokenizer, self.max_length)
+        logits, loss = self._logits(encoded)
+        metrics = {**self.task.compute_metrics(logits, encoded.labels), "loss": loss}
+        return metrics, pd.concat([_user_columns(frame), self.task.present(logits)], axis=1)
+
+    def _logits(self, encoded: EncodedSplit) -> tuple[np.ndarray, float | None]:
         pad = self.tokenizer.pad_token_id or 0
         return predict_logits(self.model, encoded, PREDICT_BATCH_SIZE, self.device, pad)
+
+
+def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline-like record: {"label": ..., "score": ..., "probabilities": {name: p}}."""
+    prediction: dict[str, Any] = {}
+    probabilities = {}
+    for key, value in record.items():
+        if key.startswith("prob_"):
+            probabilities[key.removeprefix("prob_")] = float(value)
+        elif key == "predicted_labels":
+            prediction["labels"] = [name for name in value.split("|") if name]
+        else:
+            prediction[key.removeprefix("predicted_")] = value
+    if probabilities:
+        prediction["probabilities"] = probabilities
+    return prediction
+
+
+def _user_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns="_row").reset_index(drop=True)
 
 
 def load(path: str | Path, device: str | None = None) -> FineTunedModel:

@@ -81,7 +81,7 @@ class TextClassificationTask:
             row_labels = self._label_lists(frame, source)
         else:
             row_labels = [[normalise_label(value)] for value in frame[self.data.label_column]]
-        unseen = [(row, set(labels) - known) for row, labels in zip(frame["_row"], row_labels)]
+        unseen = [(row, set(labels) - known) for row, labels in zip(frame["_row"], row_labels, strict=True)]
         unseen = [(row, unknown) for row, unknown in unseen if unknown]
         if unseen:
             names = sorted({name for _, unknown in unseen for name in unknown})
@@ -98,7 +98,7 @@ class TextClassificationTask:
         return frame[self.data.label_column].map(normalise_label)
 
     def metric_names(self) -> list[str]:
-        return metric_names(self.problem_type) + ["loss"]
+        return [*metric_names(self.problem_type), "loss"]
 
     def default_metric(self) -> str:
         return DEFAULT_METRICS[self.problem_type]
@@ -129,7 +129,9 @@ class TextClassificationTask:
             model_config.tunewise_threshold = self.threshold
 
     def restore(self, model_config: Any) -> None:
-        self.problem_type = {v: k for k, v in PROBLEM_TYPES.items()}[model_config.problem_type or PROBLEM_TYPES["single_label"]]
+        self.problem_type = {v: k for k, v in PROBLEM_TYPES.items()}[
+            model_config.problem_type or PROBLEM_TYPES["single_label"]
+        ]
         self.label_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
         self.threshold = getattr(model_config, "tunewise_threshold", 0.5)
 
@@ -166,7 +168,10 @@ class TextClassificationTask:
         return values.to_numpy(dtype=np.float32)
 
     def _label_lists(self, frame: pd.DataFrame, source: str) -> list[list[str]]:
-        return [parse_label_list(value, row, source) for value, row in zip(frame[self.data.label_column], frame["_row"])]
+        return [
+            parse_label_list(value, row, source)
+            for value, row in zip(frame[self.data.label_column], frame["_row"], strict=True)
+        ]
 
     # ----- outputs ------------------------------------------------------------------------------
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -188,16 +193,24 @@ class TextClassificationTask:
         return single_label_metrics(outputs, labels, self.label_names)
 
     def present(self, logits: np.ndarray) -> pd.DataFrame:
+        """Prediction columns, prefixed so they never collide with the user's own columns."""
         outputs = self.probabilities(logits)
         if self.problem_type == "regression":
             return pd.DataFrame({"prediction": outputs})
         probability_columns = {f"prob_{name}": outputs[:, i] for i, name in enumerate(self.label_names)}
         if self.problem_type == "multi_label":
-            chosen = ["|".join(n for n, p in zip(self.label_names, row) if p >= self.threshold) for row in outputs]
-            return pd.DataFrame({"labels": chosen, **probability_columns})
+            chosen = [
+                "|".join(n for n, p in zip(self.label_names, row, strict=True) if p >= self.threshold)
+                for row in outputs
+            ]
+            return pd.DataFrame({"predicted_labels": chosen, **probability_columns})
         best = outputs.argmax(axis=1)
         return pd.DataFrame(
-            {"label": [self.label_names[i] for i in best], "score": outputs.max(axis=1), **probability_columns}
+            {
+                "predicted_label": [self.label_names[i] for i in best],
+                "score": outputs.max(axis=1),
+                **probability_columns,
+            }
         )
 
 
@@ -236,7 +249,7 @@ def parse_label_list(value: Any, row: int, source: str) -> list[str]:
             parsed = json.loads(text)
         except json.JSONDecodeError:
             raise DataError(
-                f"{source}, row {row}: label {text!r} is not a valid JSON list; write it as [\"a\", \"b\"] or a|b."
+                f'{source}, row {row}: label {text!r} is not a valid JSON list; write it as ["a", "b"] or a|b.'
             ) from None
         return [normalise_label(v) for v in parsed]
     return [normalise_label(v) for v in text.split("|") if v.strip()]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
@@ -55,8 +56,11 @@ class TrainingState:
     best_step: int | None = None
     evaluations_without_improvement: int = 0
     stopped_early: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # optimisation only: evaluation time is counted apart
+    eval_seconds: float = 0.0
     samples_seen: int = 0
+    unlogged_loss: float = 0.0  # loss summed since the last log line, so resumed logs match
+    unlogged_batches: int = 0
 
 
 @dataclass
@@ -80,6 +84,7 @@ def fit(
     pad_token_id: int,
     resume: bool = False,
     show_progress: bool = True,
+    console: Console | None = None,
 ) -> FitResult:
     """Train `model` in place and leave the best weights (by the selection metric) in it."""
     settings = config.train
@@ -110,10 +115,17 @@ def fit(
     def run_evaluation() -> bool:
         """Evaluate, record, update the best model; True when early stopping says stop."""
         nonlocal best_weights
+        eval_started = time.perf_counter()
         metrics = evaluate(model, validation)
-        state.history.append({"step": state.step, "epoch": epoch_position(), "split": "validation",
-                              "metrics": scalar_metrics(metrics)})
-        if metric is None:
+        state.eval_seconds += time.perf_counter() - eval_started
+        if show_progress and accelerator.is_main_process:
+            shown = ", ".join(f"{name} {metrics[name]:.4f}" for name in dict.fromkeys([metric or "loss", "loss"]))
+            progress.console.print(f"step {state.step} (epoch {epoch_position():.2f}) validation: {shown}")
+        state.history.append(
+            {"step": state.step, "epoch": epoch_position(), "split": "validation", "metrics": scalar_metrics(metrics)}
+        )
+        if metric is None:  # no selection metric: the final model is the result
+            state.best_step = state.step
             return False
         value = metrics[metric]
         if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
@@ -133,12 +145,14 @@ def fit(
     def epoch_position() -> float:
         return round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4)
 
-    progress = _progress_bar(show_progress and accelerator.is_main_process)
+    progress = _progress_bar(show_progress and accelerator.is_main_process, console)
     task_id = progress.add_task("training", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0)
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_batches = 0
-    last_eval_step = state.history[-1]["step"] if state.history else -1
-    started = time.perf_counter()
+    running_loss = torch.full((), state.unlogged_loss, device=accelerator.device)
+    running_batches = state.unlogged_batches
+    last_eval_step = max((h["step"] for h in state.history if h.get("split") == "validation"), default=-1)
+    started, eval_seconds_before = time.perf_counter(), state.eval_seconds
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
     model.train()
     with progress:
         while state.step < total_steps and not state.stopped_early:
@@ -174,10 +188,19 @@ def fit(
                     state.stopped_early = run_evaluation()
                     model.train()
                 if state.step % settings.checkpoint_every == 0 and accelerator.is_main_process:
-                    state.train_seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    _checkpoint(checkpoint_dir, model, optimizer, scheduler, state, best_weights, accelerator,
-                                settings.keep_last)
+                    state.train_seconds += time.perf_counter() - started - (state.eval_seconds - eval_seconds_before)
+                    started, eval_seconds_before = time.perf_counter(), state.eval_seconds
+                    state.unlogged_loss, state.unlogged_batches = running_loss.item(), running_batches
+                    _checkpoint(
+                        checkpoint_dir,
+                        model,
+                        optimizer,
+                        scheduler,
+                        state,
+                        best_weights,
+                        accelerator,
+                        settings.keep_last,
+                    )
                 if state.stopped_early or state.step >= total_steps:
                     break
             if state.batch_in_epoch >= len(batches):  # the epoch is complete
@@ -189,12 +212,20 @@ def fit(
                     model.train()
     if last_eval_step != state.step:
         run_evaluation()
-    state.train_seconds += time.perf_counter() - started
+    state.train_seconds += time.perf_counter() - started - (state.eval_seconds - eval_seconds_before)
     unwrapped = accelerator.unwrap_model(model)
     if best_weights is not None and state.best_step != state.step:
         load_trainable_state(unwrapped, best_weights)
-    best = next((h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None)
-    return FitResult(state=state, total_steps=total_steps, epochs=epochs, best_validation=best, peak_memory_mb=peak_memory_mb(accelerator))
+    best = next(
+        (h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None
+    )
+    return FitResult(
+        state=state,
+        total_steps=total_steps,
+        epochs=epochs,
+        best_validation=best,
+        peak_memory_mb=peak_memory_mb(accelerator),
+    )
 
 
 def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, accelerator, keep_last) -> None:
@@ -210,8 +241,9 @@ def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, accele
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: EncodedSplit, batch_size: int, device: torch.device,
-                   pad_token_id: int) -> tuple[np.ndarray, float | None]:
+def predict_logits(
+    model: nn.Module, split: EncodedSplit, batch_size: int, device: torch.device, pad_token_id: int
+) -> tuple[np.ndarray, float | None]:
     """Logits for every row in input order, and the mean loss when the split has labels."""
     was_training = model.training
     model.eval()
@@ -220,7 +252,9 @@ def predict_logits(model: nn.Module, split: EncodedSplit, batch_size: int, devic
     loss_sum = torch.zeros((), device=device)
     pad_multiple = 8 if device.type == "cuda" else 1
     for indices in sorted_batches(split.lengths, batch_size):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(split, indices, pad_token_id, pad_multiple).items()}
+        batch = {
+            k: v.to(device, non_blocking=True) for k, v in collate(split, indices, pad_token_id, pad_multiple).items()
+        }
         result = model(**batch)
         if result.loss is not None:
             loss_sum += result.loss.float() * len(indices)
@@ -241,12 +275,13 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def peak_memory_mb(accelerator: Accelerator) -> float:
+    """GPU: peak allocated during this fit. CPU: the process's peak resident memory (all runs in it)."""
     if accelerator.device.type == "cuda":
         return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _progress_bar(enabled: bool) -> Progress:
+def _progress_bar(enabled: bool, console: Console | None) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -256,4 +291,5 @@ def _progress_bar(enabled: bool) -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
         disable=not enabled,
+        console=console or Console(stderr=True),
     )

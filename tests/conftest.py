@@ -1,0 +1,295 @@
+"""Shared fixtures: a tiny random BERT (with and without sentence-transformers mean pooling), small
+learnable datasets for every problem type, and a config builder.
+
+Nothing here needs the network, the real MiniLM weights or `../shared`: the tiny model's tokenizer is
+built from a small word vocabulary with the `tokenizers` library, so unit tests run on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+# Two cores are often shared with other jobs; spinning OpenMP workers then slow small ops a hundredfold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One torch thread: the tiny models are far too small to gain from more, and it keeps timings steady.
+UNIT_TEST_THREADS = 1
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SST2 = SHARED / "data" / "sst2"
+
+
+def shared_path(relative: str) -> Path:
+    """A file or folder under ../shared; skips the calling test with a clear reason when it is absent."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"needs ../shared/{relative} (the shared data folder beside the project); not found at {path}")
+    return path
+
+
+def requires_shared(relative: str) -> pytest.MarkDecorator:
+    """Decorator form of `shared_path`: `@requires_shared("data/sst2")`."""
+    return pytest.mark.skipif(
+        not (SHARED / relative).exists(),
+        reason=f"needs ../shared/{relative} (the shared data folder beside the project); not found at {SHARED}",
+    )
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+
+POSITIVE = ["good", "great", "excellent", "wonderful", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "horrible", "dreadful", "poor"]
+SUBJECTS = ["the film", "the movie", "this book", "the show", "the meal", "our trip", "the song", "the hotel"]
+FILLERS = ["really", "truly", "quite", "very", "so", "rather"]
+ENDINGS = ["overall", "today", "again", "for us", "in the end", "honestly"]
+TOPICS = {
+    "sports": ["match", "goal", "team", "coach"],
+    "politics": ["vote", "senate", "minister", "election"],
+    "tech": ["laptop", "software", "chip", "robot"],
+}
+EXTRA_WORDS = [
+    "the", "a", "this", "our", "film", "movie", "book", "show", "meal", "trip", "song", "hotel", "was", "is",
+    "it", "and", "about", "news", "on", "of", "for", "us", "in", "end", "with", "i", "you", "see", "at", "lunch",
+    "loved", "hated", "claim", "prize", "now", "winner", "text", "free", "call", "me", "same", "different",
+    "sentence", "meaning", "says", "what", "thing", "another", "one", "very", "not", "yes", "no",
+]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MAX_POSITIONS = 128
+
+
+def tiny_vocabulary() -> list[str]:
+    words: list[str] = []
+    for group in (POSITIVE, NEGATIVE, FILLERS, EXTRA_WORDS, *TOPICS.values()):
+        for phrase in group:
+            words.extend(phrase.split())
+    for ending in ENDINGS + SUBJECTS:
+        words.extend(ending.split())
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789")
+    punctuation = list(".,!?'\"-:;()")
+    pieces = [f"##{c}" for c in letters]
+    vocab = SPECIAL_TOKENS + sorted(set(words) | set(letters) | set(punctuation)) + pieces
+    return list(dict.fromkeys(vocab))
+
+
+def build_tokenizer(folder: Path) -> Any:
+    """A lower-casing WordPiece tokenizer (BERT conventions) saved into `folder`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(tiny_vocabulary())}
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    backend.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=MAX_POSITIONS,
+    )
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_tiny_bert(folder: Path, pooling: str | None = None) -> Path:
+    """A random 2-layer BERT (hidden 32) saved with its tokenizer; `pooling` adds 1_Pooling/config.json."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(1234)
+    BertModel(config).save_pretrained(folder)
+    if pooling is not None:
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        (folder / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": 32,
+                    "pooling_mode_cls_token": pooling == "cls",
+                    "pooling_mode_mean_tokens": pooling == "mean",
+                    "pooling_mode_max_tokens": pooling == "max",
+                    "pooling_mode_mean_sqrt_len_tokens": False,
+                }
+            ),
+            encoding="utf-8",
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plain transformers folder (no 1_Pooling): tunewise uses the stock [CLS] head."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_mean_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny BERT declaring sentence-transformers mean pooling: tunewise uses its pooled head."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-mean") / "model", pooling="mean")
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+
+def sentiment_rows(n: int, seed: int, integer_labels: bool = False) -> list[dict[str, Any]]:
+    """Balanced rows whose label is decided by one sentiment word."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        word = rng.choice(POSITIVE if positive else NEGATIVE)
+        text = f"{rng.choice(SUBJECTS)} was {rng.choice(FILLERS)} {word} {rng.choice(ENDINGS)}"
+        label: Any = (1 if positive else 0) if integer_labels else ("positive" if positive else "negative")
+        rows.append({"text": text, "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def multi_label_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """Each row mentions one or two topics; the labels are the topics it mentions."""
+    rng = random.Random(seed)
+    names = sorted(TOPICS)
+    rows = []
+    for i in range(n):
+        chosen = [names[i % 3]] if i % 2 == 0 else sorted(rng.sample(names, 2))
+        words = [rng.choice(TOPICS[name]) for name in chosen]
+        rows.append({"text": f"news about the {' and the '.join(words)} {rng.choice(ENDINGS)}", "label": chosen})
+    return rows
+
+
+def regression_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """A score near 0.9 for positive words and near 0.1 for negative ones (never a whole number)."""
+    rng = random.Random(seed)
+    rows = []
+    for row in sentiment_rows(n, seed):
+        score = (0.85 if row["label"] == "positive" else 0.15) + rng.uniform(-0.05, 0.05)
+        rows.append({"text": row["text"], "label": round(score, 3)})
+    return rows
+
+
+def pair_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """Sentence pairs: "same" when both halves carry the same sentiment, else "different"."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        first_positive = rng.random() < 0.5
+        same = i % 2 == 0
+        second_positive = first_positive if same else not first_positive
+        first = rng.choice(POSITIVE if first_positive else NEGATIVE)
+        second = rng.choice(POSITIVE if second_positive else NEGATIVE)
+        rows.append({
+            "premise": f"{rng.choice(SUBJECTS)} was {first}",
+            "hypothesis": f"{rng.choice(SUBJECTS)} is {rng.choice(FILLERS)} {second}",
+            "label": "same" if same else "different",
+        })
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> str:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def single_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """String labels (positive/negative): train (96 rows) and test (40 rows) CSVs."""
+    folder = tmp_path_factory.mktemp("single-label")
+    return {"train": write_csv(folder / "train.csv", sentiment_rows(96, seed=1)),
+            "test": write_csv(folder / "test.csv", sentiment_rows(40, seed=2))}
+
+
+@pytest.fixture(scope="session")
+def integer_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Integer labels 0/1: train and test CSVs."""
+    folder = tmp_path_factory.mktemp("integer-label")
+    return {"train": write_csv(folder / "train.csv", sentiment_rows(80, seed=3, integer_labels=True)),
+            "test": write_csv(folder / "test.csv", sentiment_rows(30, seed=4, integer_labels=True))}
+
+
+@pytest.fixture(scope="session")
+def multi_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """JSONL with a list of topic labels per row."""
+    folder = tmp_path_factory.mktemp("multi-label")
+    return {"train": write_jsonl(folder / "train.jsonl", multi_label_rows(90, seed=5)),
+            "test": write_jsonl(folder / "test.jsonl", multi_label_rows(30, seed=6))}
+
+
+@pytest.fixture(scope="session")
+def regression_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Float labels in [0.1, 0.9]."""
+    folder = tmp_path_factory.mktemp("regression")
+    return {"train": write_csv(folder / "train.csv", regression_rows(80, seed=7)),
+            "test": write_csv(folder / "test.csv", regression_rows(30, seed=8))}
+
+
+@pytest.fixture(scope="session")
+def pair_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Sentence pairs in columns premise/hypothesis with labels same/different."""
+    folder = tmp_path_factory.mktemp("pairs")
+    return {"train": write_csv(folder / "train.csv", pair_rows(80, seed=9)),
+            "test": write_csv(folder / "test.csv", pair_rows(30, seed=10))}
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_config(tmp_path: Path, model_dir: Path | str, data: dict[str, str] | None = None, **overrides: Any) -> dict:
+    """A small, fast run config as a dict. Keyword overrides merge into the sections (nested dicts merge).
+
+        make_config(tmp_path, tiny_model_dir, single_label_data, train={"epochs": 1}, output_dir=...)
+    """
+    config: dict[str, Any] = {
+        "task": "text-classification",
+        "model": str(model_dir),
+        "data": {"max_length": 32, **(data or {})},
+        "strategy": {"method": "full"},
+        "train": {
+            "epochs": 2,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "warmup_ratio": 0.0,
+            "seed": 0,
+            "num_threads": UNIT_TEST_THREADS,
+            "precision": "fp32",
+        },
+        "output_dir": str(tmp_path / "run"),
+    }
+    return deep_update(config, overrides)
