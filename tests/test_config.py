@@ -199,8 +199,6 @@ def test_early_stopping_can_be_disabled_with_null():
     assert load_config(minimal(), ["train.early_stopping=null"]).train.early_stopping is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_config(dict, overrides) copies the dict shallowly, so --set "
-                   "overrides mutate the caller's nested sections (tunewise/config/loading.py, load_config)")
 def test_overrides_do_not_mutate_the_callers_dict():
     raw = {"data": {"train": "t.csv"}, "train": {"epochs": 3}}
     before = copy.deepcopy(raw)

@@ -94,14 +94,15 @@ def train(
     model = apply_strategy(model, config.strategy)
     trainable, total = count_parameters(model)
 
-    prepare_run_dir(run_dir, requested.model_dump(mode="json"), overwrite=overwrite, resume=resume)
+    data_sha256 = {split: file_fingerprint(path) for split, path in data_sources(config).items()}
+    prepare_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     record = {
         "requested_config": requested.model_dump(mode="json"),
         "status": "training",
         "seed": config.train.seed,
         "learning_rate": learning_rate,
-        "data_sha256": {split: file_fingerprint(path) for split, path in data_sources(config).items()},
+        "data_sha256": data_sha256,
         "rows": {split: len(frame) for split, frame in frames.items()},
         "model_source": source.location,
         "parameters": {"trainable": trainable, "total": total},

@@ -6,6 +6,7 @@ what to change, with a "did you mean" for misspelt keys.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -29,7 +30,7 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
         raw = source.model_dump()
         base_dir = None
     elif isinstance(source, dict):
-        raw, base_dir = dict(source), None
+        raw, base_dir = copy.deepcopy(source), None
     else:
         raw, base_dir = read_yaml(Path(source)), Path(source).parent
     for override in overrides or []:

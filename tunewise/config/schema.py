@@ -151,6 +151,11 @@ class TrainConfig(Section):
     def _epochs(cls, value: object) -> object:
         if value == "auto":
             return value
+        if isinstance(value, str):  # YAML reads 1e1 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ValueError("epochs must be a positive number or 'auto'")
         return float(value)

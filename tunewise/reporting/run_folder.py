@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, DataError
 
 RUN_FILE = "run.json"
 ARTIFACTS = (
@@ -27,7 +27,7 @@ ARTIFACTS = (
 )
 
 
-def prepare_run_dir(run_dir: Path, requested: dict, overwrite: bool, resume: bool) -> None:
+def prepare_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str], overwrite: bool, resume: bool) -> None:
     """Check the folder can take this run; with `overwrite`, clear the previous run's artifacts."""
     if overwrite and resume:
         raise ConfigError("Choose one of --overwrite (start again) and --resume (continue), not both.")
@@ -43,8 +43,20 @@ def prepare_run_dir(run_dir: Path, requested: dict, overwrite: bool, resume: boo
             f"output_dir {run_dir} already holds other files ({', '.join(sorted(p.name for p in existing)[:5])}). "
             "Choose an empty or new output_dir (e.g. --set output_dir=runs/new); tunewise will not clear it."
         )
-    previous = json.loads(record.read_text(encoding="utf-8")).get("requested_config", {})
+    previous_record = json.loads(record.read_text(encoding="utf-8"))
+    previous = previous_record.get("requested_config", {})
     if resume:
+        changed = [
+            split
+            for split, digest in data_sha256.items()
+            if previous_record.get("data_sha256", {}).get(split) != digest
+        ]
+        if changed:
+            raise DataError(
+                f"--resume: the {', '.join(changed)} data changed since the run in {run_dir} started (its sha256 "
+                "differs), so the resumed run would not continue the same training. Restore the data, or start "
+                "again with --overwrite."
+            )
         differences = config_differences(previous, requested, ignore={"output_dir"})
         if differences:
             raise ConfigError(

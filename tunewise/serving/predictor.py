@@ -6,18 +6,19 @@ Prediction batches inputs longest-first, so almost no compute goes to padding.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from tunewise.config.loading import load_config
 from tunewise.config.schema import RunConfig
-from tunewise.errors import ConfigError
-from tunewise.models.pooled_classifier import PooledModelForSequenceClassification
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.models.pooled_classifier import PooledEncoderConfig, PooledModelForSequenceClassification
 from tunewise.tasks import Task, make_task
 from tunewise.training.batching import EncodedSplit
 from tunewise.training.loop import predict_logits
@@ -47,10 +48,20 @@ class FineTunedModel:
         if isinstance(texts, str):
             texts = [texts]
         data = self.config.data
+        texts = list(texts)
         if data.text_pair_column:
-            frame = pd.DataFrame(list(texts), columns=[data.text_column, data.text_pair_column])
+            if not all(
+                isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts
+            ):
+                raise TunewiseError(
+                    "This model classifies sentence pairs: pass (text, pair) tuples, "
+                    'e.g. predict([("A man is sleeping.", "A person rests.")]).'
+                )
+            frame = pd.DataFrame(texts, columns=[data.text_column, data.text_pair_column])
         else:
-            frame = pd.DataFrame({data.text_column: list(texts)})
+            if not all(isinstance(t, str) for t in texts):
+                raise TunewiseError("predict() takes a string or a list of strings.")
+            frame = pd.DataFrame({data.text_column: texts})
         return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,12 +125,13 @@ def load(path: str | Path, device: str | None = None) -> FineTunedModel:
     task = make_task(config)
     task.restore(model.config)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, config=model.config)  # no remote-code config load
     return FineTunedModel(model.to(target), tokenizer, task, config)
 
 
 def load_model(model_dir: Path) -> PreTrainedModel:
-    model_config = AutoConfig.from_pretrained(model_dir)
-    if PooledModelForSequenceClassification.__name__ in (model_config.architectures or []):
-        return PooledModelForSequenceClassification.from_pretrained(model_dir, config=model_config)
-    return AutoModelForSequenceClassification.from_pretrained(model_dir, config=model_config)
+    """tunewise's own head class is imported here, so its remote code is never executed."""
+    settings = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if settings.get("model_type") == PooledEncoderConfig.model_type:
+        return PooledModelForSequenceClassification.from_pretrained(model_dir)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir)

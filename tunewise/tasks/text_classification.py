@@ -25,7 +25,7 @@ from tunewise.evaluation.metrics import (
     single_label_metrics,
     tune_threshold,
 )
-from tunewise.models.pooled_classifier import PooledModelForSequenceClassification
+from tunewise.models.pooled_classifier import PooledEncoderConfig, PooledModelForSequenceClassification
 from tunewise.models.registry import CheckpointHints, ModelSource
 from tunewise.training.batching import EncodedSplit
 
@@ -98,18 +98,23 @@ class TextClassificationTask:
         return frame[self.data.label_column].map(normalise_label)
 
     def metric_names(self) -> list[str]:
-        return [*metric_names(self.problem_type), "loss"]
+        names = metric_names(self.problem_type)
+        if self.problem_type == "single_label":  # ROC-AUC is binary, its one-vs-rest form multiclass
+            names = [n for n in names if n != ("roc_auc_ovr" if len(self.label_names) == 2 else "roc_auc")]
+        return [*names, "loss"]
 
     def default_metric(self) -> str:
         return DEFAULT_METRICS[self.problem_type]
 
     # ----- model ----------------------------------------------------------------------------
     def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
-        model_config = AutoConfig.from_pretrained(source.location)
+        encoder_config = AutoConfig.from_pretrained(source.location)
+        if pooling == "cls":  # the stock head: loads in transformers with no extra argument
+            self.save_settings(encoder_config)
+            return AutoModelForSequenceClassification.from_pretrained(source.location, config=encoder_config)
+        encoder_settings = {k: v for k, v in encoder_config.to_dict().items() if k != "_name_or_path"}
+        model_config = PooledEncoderConfig(encoder=encoder_settings, pooling=pooling)
         self.save_settings(model_config)
-        if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(source.location, config=model_config)
-        model_config.tunewise_pooling = pooling
         model = PooledModelForSequenceClassification(model_config)
         backbone = AutoModel.from_pretrained(source.location)
         missing, _ = model.encoder.load_state_dict(backbone.state_dict(), strict=False)

@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from tunewise.config.schema import RunConfig
+from tunewise.errors import ConfigError
 from tunewise.evaluation.metrics import is_better
 from tunewise.training.batching import EncodedSplit, collate, length_grouped_batches, sorted_batches
 from tunewise.training.checkpointing import (
@@ -127,7 +128,12 @@ def fit(
         if metric is None:  # no selection metric: the final model is the result
             state.best_step = state.step
             return False
-        value = metrics[metric]
+        value = metrics.get(metric)
+        if value is None:
+            raise ConfigError(
+                f"train.early_stopping.metric {metric!r} could not be computed on the validation data (ROC-AUC "
+                "needs every class present there). Choose another metric, e.g. f1_macro, or a larger validation set."
+            )
         if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
             state.best_metric, state.best_step = value, state.step
             state.evaluations_without_improvement = 0
