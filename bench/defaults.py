@@ -63,7 +63,7 @@ def load_dataset(name: str, rows: int, test_rows: int, folder: Path) -> dict[str
         )
         validation, train = frame.iloc[:300], frame.iloc[300:]
     per_class = rows // train["label"].nunique()
-    train = train.groupby("label", group_keys=False).apply(lambda g: g.sample(min(len(g), per_class), random_state=0))
+    train = train.sample(frac=1.0, random_state=0).groupby("label").head(per_class)
     paths = {}
     for split, part in {
         "train": train,

@@ -8,6 +8,7 @@ Every check that can fail does so before the first training step.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +32,12 @@ from tunewise.models.pooled_classifier import register_auto_class
 from tunewise.models.registry import read_checkpoint_hints, resolve_model
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
-from tunewise.reporting.run_folder import RUN_FILE, prepare_run_dir
+from tunewise.reporting.run_folder import RUN_FILE, check_run_dir, start_run_dir
 from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
 from tunewise.serving.predictor import FineTunedModel, load
 from tunewise.tasks import Task, make_task
 from tunewise.training.loop import FitResult, fit, predict_logits
-from tunewise.training.optim import resolve_learning_rate
+from tunewise.training.optim import resolve_epochs, resolve_learning_rate
 
 MAX_AUTO_LENGTH = 512
 EVAL_BATCH_SIZE = 128
@@ -82,26 +83,29 @@ def train(
         if split in frames:
             task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
     check_selection_metric(task, config)
+    data_sha256 = {split: file_fingerprint(path) for split, path in data_sources(config).items()}
+    check_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
 
     # --- model and strategy ---
     source = resolve_model(config.model)
     hints = read_checkpoint_hints(source)
     tokenizer = AutoTokenizer.from_pretrained(source.location)
     resolve_auto_settings(config, hints, tokenizer)
-    learning_rate = resolve_learning_rate(config.train, config.strategy)
+    accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
+    config.train.learning_rate = resolve_learning_rate(config.train, config.strategy)
+    config.train.epochs = resolve_epochs(config.train, steps_per_epoch(len(frames["train"]), config, accelerator))
     set_seed(config.train.seed)
     model = task.build_model(source, hints, config.strategy.pooling)
     model = apply_strategy(model, config.strategy)
     trainable, total = count_parameters(model)
 
-    data_sha256 = {split: file_fingerprint(path) for split, path in data_sources(config).items()}
-    prepare_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
+    start_run_dir(run_dir, overwrite=overwrite)
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     record = {
         "requested_config": requested.model_dump(mode="json"),
         "status": "training",
         "seed": config.train.seed,
-        "learning_rate": learning_rate,
+        "learning_rate": config.train.learning_rate,
         "data_sha256": data_sha256,
         "rows": {split: len(frame) for split, frame in frames.items()},
         "model_source": source.location,
@@ -117,11 +121,11 @@ def train(
     max_length = int(config.data.max_length)
     encoded = {split: task.encode(frame, tokenizer, max_length) for split, frame in frames.items()}
     encode_seconds = time.perf_counter() - encode_started
-    accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
     pad_token_id = tokenizer.pad_token_id or 0
     console.print(
         f"[bold]tunewise[/] {task.name} ({task.problem_type}, {len(task.label_names)} label(s)) on {config.model}: "
-        f"{config.strategy.method}, {trainable:,} of {total:,} parameters trainable, lr {learning_rate:.2e}, "
+        f"{config.strategy.method}, {trainable:,} of {total:,} parameters trainable, "
+        f"lr {config.train.learning_rate:.2e}, "
         f"{len(frames['train']):,} training rows, device {accelerator.device}"
     )
 
@@ -134,7 +138,6 @@ def train(
         encoded["train"],
         encoded["validation"],
         config,
-        learning_rate,
         evaluate,
         accelerator,
         run_dir,
@@ -188,6 +191,11 @@ def read_splits(task: Task, config: RunConfig) -> dict[str, pd.DataFrame]:
             stratify=stratify is not None,
         )
     return frames
+
+
+def steps_per_epoch(rows: int, config: RunConfig, accelerator: Accelerator) -> int:
+    batches = math.ceil(rows / config.train.batch_size) // max(accelerator.num_processes, 1)
+    return math.ceil(max(batches, 1) / config.train.gradient_accumulation)
 
 
 def data_sources(config: RunConfig) -> dict[str, str]:

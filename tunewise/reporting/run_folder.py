@@ -27,15 +27,14 @@ ARTIFACTS = (
 )
 
 
-def prepare_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str], overwrite: bool, resume: bool) -> None:
-    """Check the folder can take this run; with `overwrite`, clear the previous run's artifacts."""
+def check_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str], overwrite: bool, resume: bool) -> None:
+    """Refuse a folder that cannot take this run. Changes nothing: clearing waits for `start_run_dir`."""
     if overwrite and resume:
         raise ConfigError("Choose one of --overwrite (start again) and --resume (continue), not both.")
     existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
     if not existing:
         if resume:
             raise ConfigError(f"--resume: {run_dir} holds no run to resume. Drop --resume to start one.")
-        run_dir.mkdir(parents=True, exist_ok=True)
         return
     record = run_dir / RUN_FILE
     if not record.is_file():
@@ -71,6 +70,13 @@ def prepare_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str],
             f"output_dir {run_dir} holds {what}. Pass --overwrite to replace it, --resume to continue it, "
             "or choose another output_dir."
         )
+
+
+def start_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create the folder; with `overwrite`, remove the previous run's artifacts (and nothing else)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        return
     for name in ARTIFACTS:
         path = run_dir / name
         if path.is_dir():

@@ -40,7 +40,7 @@ from tunewise.training.checkpointing import (
     save_checkpoint,
     trainable_state,
 )
-from tunewise.training.optim import build_optimizer, build_scheduler, resolve_epochs
+from tunewise.training.optim import build_optimizer, build_scheduler
 
 LOG_EVERY = 10  # optimizer steps between loss readings (each reading syncs with the device)
 
@@ -78,7 +78,6 @@ def fit(
     train: EncodedSplit,
     validation: EncodedSplit,
     config: RunConfig,
-    learning_rate: float,
     evaluate: Callable[[nn.Module, EncodedSplit], dict[str, Any]],
     accelerator: Accelerator,
     run_dir: Path,
@@ -95,10 +94,10 @@ def fit(
     if accelerator.num_processes > 1:
         batches_per_epoch //= accelerator.num_processes
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
-    epochs = resolve_epochs(settings, steps_per_epoch)
+    epochs = float(settings.epochs)  # resolved from "auto" by the caller
     total_steps = max(math.ceil(epochs * steps_per_epoch), 1)
 
-    optimizer = build_optimizer(model, settings, config.strategy, learning_rate)
+    optimizer = build_optimizer(model, settings, config.strategy, float(settings.learning_rate))
     scheduler = build_scheduler(optimizer, settings, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
