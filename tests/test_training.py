@@ -683,6 +683,16 @@ def test_overwrite_replaces_the_run_and_keeps_user_files(existing_run):
     assert run.run_dir == run_dir
 
 
+def test_overwrite_keeps_the_old_run_when_the_new_config_fails_its_checks(existing_run):
+    run_dir, config = existing_run
+    before = (run_dir / "metrics.json").read_bytes()
+    broken = {**config, "strategy": {"method": "lora", "lora": {"target_modules": ["no_such_module"]}}}
+    with pytest.raises(ConfigError, match="no_such_module"):
+        train(broken, overwrite=True)
+    assert (run_dir / "metrics.json").read_bytes() == before
+    assert (run_dir / "model" / "config.json").is_file()
+
+
 def test_a_folder_with_other_files_is_never_cleared(tmp_path, tiny_mean_model_dir, single_label_data):
     run_dir = tmp_path / "mine"
     run_dir.mkdir()
