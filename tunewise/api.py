@@ -99,8 +99,10 @@ def train(
     model = apply_strategy(model, config.strategy)
     trainable, total = count_parameters(model)
 
-    start_run_dir(run_dir, overwrite=overwrite)
-    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    writer = accelerator.is_main_process  # with several processes, one writes the run folder
+    if writer:
+        start_run_dir(run_dir, overwrite=overwrite)
+        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     record = {
         "requested_config": requested.model_dump(mode="json"),
         "status": "training",
@@ -114,7 +116,8 @@ def train(
         "git_revision": git_revision(Path.cwd()),
         "hardware": hardware(),
     }
-    write_json(run_dir / RUN_FILE, record)
+    if writer:
+        write_json(run_dir / RUN_FILE, record)
 
     # --- encode and train ---
     encode_started = time.perf_counter()
@@ -150,6 +153,8 @@ def train(
 
     # --- evaluate the best model, write the run folder ---
     metrics, predictions = final_evaluation(task, model, encoded, frames, accelerator, pad_token_id)
+    if not writer:
+        return Run(run_dir, config, metrics, result.state.history, FineTunedModel(model, tokenizer, task, config))
     model = save_model(model, task, tokenizer, run_dir)
     write_outputs(run_dir, metrics, predictions, result, task)
     record.update(
