@@ -252,8 +252,11 @@ def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], mod
         prediction = trainer.predict(test_set)
     total_seconds = time.perf_counter() - started
 
+    # Score against the label ids Trainer returns with its predictions, not the file order: with
+    # group_by_length, transformers 5 also length-groups the evaluation sampler, so predictions come
+    # back in a shuffled order (comparing them with the file order scores chance).
     predicted = np.asarray(prediction.predictions).argmax(axis=-1)
-    accuracy = float((predicted == test_frame["label"].to_numpy()).mean())
+    accuracy = float((predicted == np.asarray(prediction.label_ids)).mean())
     return {
         "train_seconds": round(train_seconds, 2),
         "total_seconds": round(total_seconds, 2),
