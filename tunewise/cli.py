@@ -28,6 +28,7 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _quiet_transformers()
         try:
             return command(*args, **kwargs)
         except TunewiseError as error:
@@ -35,6 +36,14 @@ def user_errors(command):
             raise typer.Exit(code=1) from None
 
     return wrapper
+
+
+def _quiet_transformers() -> None:
+    """Weight-loading bars and load reports from transformers would drown tunewise's own output."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 @app.command()
