@@ -8,7 +8,6 @@ Every check that can fail does so before the first training step.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from tunewise.reporting.run_record import git_revision, hardware, package_versio
 from tunewise.serving.predictor import FineTunedModel, load
 from tunewise.tasks import Task, make_task
 from tunewise.training.loop import FitResult, fit, predict_logits
-from tunewise.training.optim import resolve_epochs, resolve_learning_rate
+from tunewise.training.optim import resolve_epochs, resolve_learning_rate, steps_per_epoch
 
 MAX_AUTO_LENGTH = 512
 EVAL_BATCH_SIZE = 128
@@ -93,7 +92,8 @@ def train(
     resolve_auto_settings(config, hints, tokenizer)
     accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
     config.train.learning_rate = resolve_learning_rate(config.train, config.strategy)
-    config.train.epochs = resolve_epochs(config.train, steps_per_epoch(len(frames["train"]), config, accelerator))
+    steps = steps_per_epoch(len(frames["train"]), config.train, accelerator.num_processes)
+    config.train.epochs = resolve_epochs(config.train, steps)
     set_seed(config.train.seed)
     model = task.build_model(source, hints, config.strategy.pooling)
     model = apply_strategy(model, config.strategy)
@@ -196,11 +196,6 @@ def read_splits(task: Task, config: RunConfig) -> dict[str, pd.DataFrame]:
             stratify=stratify is not None,
         )
     return frames
-
-
-def steps_per_epoch(rows: int, config: RunConfig, accelerator: Accelerator) -> int:
-    batches = math.ceil(rows / config.train.batch_size) // max(accelerator.num_processes, 1)
-    return math.ceil(max(batches, 1) / config.train.gradient_accumulation)
 
 
 def data_sources(config: RunConfig) -> dict[str, str]:

@@ -40,7 +40,7 @@ from tunewise.training.checkpointing import (
     save_checkpoint,
     trainable_state,
 )
-from tunewise.training.optim import build_optimizer, build_scheduler
+from tunewise.training.optim import batches_per_process, build_optimizer, build_scheduler, steps_per_epoch
 
 LOG_EVERY = 10  # optimizer steps between loss readings (each reading syncs with the device)
 
@@ -90,12 +90,9 @@ def fit(
     settings = config.train
     metric = settings.early_stopping.metric if settings.early_stopping else None
     pad_multiple = 8 if accelerator.device.type == "cuda" else 1
-    batches_per_epoch = math.ceil(len(train) / settings.batch_size)
-    if accelerator.num_processes > 1:
-        batches_per_epoch //= accelerator.num_processes
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
+    batches_per_epoch = batches_per_process(len(train), settings.batch_size, accelerator.num_processes)
     epochs = float(settings.epochs)  # resolved from "auto" by the caller
-    total_steps = max(math.ceil(epochs * steps_per_epoch), 1)
+    total_steps = max(math.ceil(epochs * steps_per_epoch(len(train), settings, accelerator.num_processes)), 1)
 
     optimizer = build_optimizer(model, settings, config.strategy, float(settings.learning_rate))
     scheduler = build_scheduler(optimizer, settings, total_steps)
@@ -118,6 +115,11 @@ def fit(
         eval_started = time.perf_counter()
         metrics = evaluate(model, validation)
         state.eval_seconds += time.perf_counter() - eval_started
+        if metric is not None and metrics.get(metric) is None:
+            raise ConfigError(
+                f"train.early_stopping.metric {metric!r} could not be computed on the validation data (ROC-AUC "
+                "needs every class present there). Choose another metric, e.g. f1_macro, or a larger validation set."
+            )
         if show_progress and accelerator.is_main_process:
             shown = ", ".join(f"{name} {metrics[name]:.4f}" for name in dict.fromkeys([metric or "loss", "loss"]))
             progress.console.print(f"step {state.step} (epoch {epoch_position():.2f}) validation: {shown}")
@@ -127,12 +129,7 @@ def fit(
         if metric is None:  # no selection metric: the final model is the result
             state.best_step = state.step
             return False
-        value = metrics.get(metric)
-        if value is None:
-            raise ConfigError(
-                f"train.early_stopping.metric {metric!r} could not be computed on the validation data (ROC-AUC "
-                "needs every class present there). Choose another metric, e.g. f1_macro, or a larger validation set."
-            )
+        value = metrics[metric]
         if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
             state.best_metric, state.best_step = value, state.step
             state.evaluations_without_improvement = 0

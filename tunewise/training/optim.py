@@ -31,6 +31,17 @@ def resolve_learning_rate(train: TrainConfig, strategy: StrategyConfig) -> float
     return BASE_LEARNING_RATES[strategy.method] * math.sqrt(effective_batch / REFERENCE_BATCH)
 
 
+def batches_per_process(rows: int, batch_size: int, num_processes: int) -> int:
+    """Batches each process sees per epoch (processes take equal shares, the remainder is dropped)."""
+    batches = math.ceil(rows / batch_size)
+    return max(batches // num_processes, 1) if num_processes > 1 else batches
+
+
+def steps_per_epoch(rows: int, train: TrainConfig, num_processes: int = 1) -> int:
+    """Optimizer steps per epoch: the epoch's last, partial accumulation still makes a step."""
+    return math.ceil(batches_per_process(rows, train.batch_size, num_processes) / train.gradient_accumulation)
+
+
 def resolve_epochs(train: TrainConfig, steps_per_epoch: int) -> float:
     """`auto`: 3 epochs, or enough for ~300 optimizer steps on small data (at most 10 epochs)."""
     if train.epochs != "auto":
