@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,6 @@ CONTENDERS: dict[str, dict[str, str]] = {
 }
 TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert")
 TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls")
-PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "datasets", "tokenizers")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,12 +354,9 @@ def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+    from tunewise.reporting.run_record import package_versions
+
+    versions = package_versions()
     cuda = torch.cuda.is_available()
     return {
         "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
