@@ -77,7 +77,6 @@ def train(
     # --- data: read, validate, split (all errors before any model work) ---
     task = make_task(config)
     frames = read_splits(task, config)
-    task.fit_labels(frames["train"])
     for split in ("validation", "test"):
         if split in frames:
             task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
@@ -180,20 +179,20 @@ def train(
 
 
 def read_splits(task: Task, config: RunConfig) -> dict[str, pd.DataFrame]:
+    """Read every data file, learn the label space from train, and hold out validation if none is given."""
     frames = {"train": task.read_split(config.data.train, "train")}
     if config.data.validation:
         frames["validation"] = task.read_split(config.data.validation, "validation")
     if config.data.test:
         frames["test"] = task.read_split(config.data.test, "test")
+    task.fit_labels(frames["train"])
     if "validation" not in frames:
-        task.fit_labels(frames["train"])
-        stratify = task.stratify_labels(frames["train"])
         frames["train"], frames["validation"] = split_train_validation(
             frames["train"],
             config.data.label_column,
             config.data.validation_ratio,
             config.train.seed,
-            stratify=stratify is not None,
+            stratify=task.stratifies(),
         )
     return frames
 

@@ -29,8 +29,8 @@ class Task(Protocol):
     def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
         """Refuse evaluation rows whose labels the model cannot represent."""
 
-    def stratify_labels(self, frame: pd.DataFrame) -> pd.Series | None:
-        """Labels to stratify a held-out split on, or None when stratifying makes no sense."""
+    def stratifies(self) -> bool:
+        """Whether a held-out validation split keeps the label proportions (classes, not numbers)."""
 
     def metric_names(self) -> list[str]:
         """Scalar metrics this task reports, usable for best-model selection."""

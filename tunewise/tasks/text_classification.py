@@ -92,10 +92,8 @@ class TextClassificationTask:
                 f"those labels or remove these rows. Training labels: {', '.join(self.label_names)}."
             )
 
-    def stratify_labels(self, frame: pd.DataFrame) -> pd.Series | None:
-        if self.problem_type != "single_label":
-            return None
-        return frame[self.data.label_column].map(normalise_label)
+    def stratifies(self) -> bool:
+        return self.problem_type == "single_label"
 
     def metric_names(self) -> list[str]:
         names = metric_names(self.problem_type)
