@@ -44,8 +44,8 @@ def find_layers(model: nn.Module) -> LayerLayout:
 
 def layer_depth(parameter_name: str, layout: LayerLayout) -> int:
     """0 for embeddings, i+1 for block i, count+1 for the task head, count for anything else (final norms)."""
-    match = re.search(rf"{re.escape(layout.path.rsplit('.', 1)[-1])}\.(\d+)\.", parameter_name)
-    if match and layout.path.rsplit(".", 1)[-1] in parameter_name:
+    match = re.search(rf"(?:^|\.){re.escape(layout.path.rsplit('.', 1)[-1])}\.(\d+)\.", parameter_name)
+    if match:
         return int(match.group(1)) + 1
     if "embed" in parameter_name or "wte" in parameter_name or "wpe" in parameter_name:
         return 0
