@@ -107,6 +107,30 @@ def predict(
 
 
 @app.command()
+@user_errors
+def check(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the data to audit.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set data.train=x.csv")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Where audit.json and plots go; default OUTPUT_DIR/audit.")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too, not only on errors.")] = False,
+) -> None:
+    """Audit the data before training: validity, balance, duplicates, leakage, lengths, label noise, personal data."""
+    from tunewise.audit.runner import run_audit, write_audit
+    from tunewise.audit.summary import print_audit
+    from tunewise.config.loading import load_config
+
+    run_config = load_config(config, set_ or [])
+    audit = run_audit(run_config)
+    path = write_audit(audit, output or Path(run_config.output_dir) / "audit")
+    print_audit(audit, Console())
+    console.print(f"audit written to {path}")
+    if not audit.passed(strict):
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def init() -> None:
     """Print a commented starting config: every field, its default and what it does."""
     from tunewise.config.template import commented_template

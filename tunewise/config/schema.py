@@ -175,6 +175,29 @@ class TrainConfig(Section):
         return value
 
 
+class AuditConfig(Section):
+    imbalance_warning_ratio: float = Field(
+        default=10.0, gt=1, description="Warn when the largest class outnumbers the smallest by more than this."
+    )
+    truncation_warning_share: float = Field(
+        default=0.05, ge=0, le=1, description="Warn when more than this share of rows is longer than data.max_length."
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Estimated Jaccard similarity (word shingles) above which texts are near duplicates.",
+    )
+    label_noise: bool = Field(
+        default=True,
+        description="Look for rows whose label the data disputes (confident learning on a TF-IDF baseline).",
+    )
+    pii_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra personal-data patterns to look for: NAME: regex, e.g. EMPLOYEE_ID: 'EMP-\\d{6}'.",
+    )
+
+
 class RunConfig(Section):
     """A whole run: what to fine-tune, on which data, how, and where the results go."""
 
@@ -188,6 +211,9 @@ class RunConfig(Section):
     data: DataConfig = Field(description="Where the data is and which columns to use.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the pretrained model is adapted.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation and schedule.")
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, description="Thresholds of the data check (tunewise check)."
+    )
     output_dir: str = Field(
         default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints."
     )

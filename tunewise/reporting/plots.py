@@ -160,3 +160,32 @@ def _save(fig: Figure, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def plot_class_balance(counts_by_split: dict[str, dict[str, int]], path: Path) -> Path:
+    """Rows per class, one bar group per split: imbalance is visible at a glance."""
+    classes = sorted({name for counts in counts_by_split.values() for name in counts})
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(classes) * len(counts_by_split)), 4))
+    width = 0.8 / max(len(counts_by_split), 1)
+    for i, (split, counts) in enumerate(counts_by_split.items()):
+        positions = np.arange(len(classes)) + i * width
+        ax.bar(positions, [counts.get(name, 0) for name in classes], width=width, label=split)
+    ax.set_xticks(np.arange(len(classes)) + width * (len(counts_by_split) - 1) / 2)
+    ax.set_xticklabels(classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    ax.set_ylabel("rows")
+    ax.set_title("Class balance")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_length_histogram(lengths_by_split: dict[str, list[int]], max_length: int, path: Path) -> Path:
+    """Token lengths per split with the truncation point marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, lengths in lengths_by_split.items():
+        ax.hist(lengths, bins=40, alpha=0.5, label=split)
+    ax.axvline(max_length, color="black", linestyle="--", label=f"max_length {max_length}")
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("rows")
+    ax.set_title("Token lengths")
+    ax.legend()
+    return _save(fig, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from tunewise.errors import ConfigError, DataError
 
 RUN_FILE = "run.json"
+AUDIT_FOLDER = "audit"
 ARTIFACTS = (
     "model",
     "adapter",
@@ -31,7 +32,8 @@ def check_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str], o
     """Refuse a folder that cannot take this run. Changes nothing: clearing waits for `start_run_dir`."""
     if overwrite and resume:
         raise ConfigError("Choose one of --overwrite (start again) and --resume (continue), not both.")
-    existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
+    # the data check writes `audit/` into the folder before training: it belongs to the coming run
+    existing = [p for p in run_dir.iterdir() if p.name != AUDIT_FOLDER] if run_dir.is_dir() else []
     if not existing:
         if resume:
             raise ConfigError(f"--resume: {run_dir} holds no run to resume. Drop --resume to start one.")

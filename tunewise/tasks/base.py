@@ -19,6 +19,8 @@ from tunewise.training.batching import EncodedSplit
 
 class Task(Protocol):
     name: str
+    problem_type: str
+    text_columns: list[str]  # the input columns, for checks that read the raw texts
 
     def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
         """Read and validate one data file; errors name the file, the row and the fix."""

@@ -1,0 +1,124 @@
+"""`tunewise check` end to end: problems planted in real SMS data are found, counted and located."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_config
+from typer.testing import CliRunner
+
+from tunewise.audit.runner import run_audit, write_audit
+from tunewise.cli import app
+from tunewise.config import load_config
+
+SMS = Path(__file__).resolve().parents[1] / "tunewise" / "data" / "builtin" / "sms_spam" / "train.tsv"
+
+
+def sms_rows() -> pd.DataFrame:
+    frame = pd.read_csv(SMS, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
+    ham = frame[frame.label == "ham"].head(300)
+    spam = frame[frame.label == "spam"].head(100)
+    return pd.concat([ham, spam]).reset_index(drop=True)
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> dict:
+    """SMS rows with one of each problem planted; row numbers are as a spreadsheet shows them."""
+    rows = sms_rows()
+    train, validation, test = rows.iloc[:260].copy(), rows.iloc[260:330].copy(), rows.iloc[330:].copy()
+    extra = pd.DataFrame(
+        [
+            {"text": "  " + train.text.iloc[4].upper() + "  ", "label": train.label.iloc[4]},  # exact duplicate
+            {"text": train.text.iloc[9], "label": "spam" if train.label.iloc[9] == "ham" else "ham"},  # conflict
+            {"text": "mail me at jane.doe@example.com or call +44 20 7946 0958", "label": "ham"},  # personal data
+            {"text": "the cafÃ© is open", "label": "ham"},  # mojibake
+            {"text": "zq", "label": "ham"},  # near-empty
+        ]
+    )
+    train = pd.concat([train, extra]).reset_index(drop=True)
+    test = pd.concat([test, train.iloc[[20]]]).reset_index(drop=True)  # a leaked training row
+    paths = {}
+    for split, frame in {"train": train, "validation": validation, "test": test}.items():
+        paths[split] = str(tmp_path / f"{split}.tsv")
+        frame.to_csv(paths[split], sep="\t", index=False, quoting=csv.QUOTE_NONE)
+    return {"paths": paths, "train": train, "test": test}
+
+
+def findings_of(audit, check: str) -> list:
+    return [f for f in audit.findings if f.check == check]
+
+
+def test_planted_problems_are_found_with_counts_and_rows(tmp_path, tiny_model_dir, planted):
+    config = load_config(make_config(tmp_path, tiny_model_dir, planted["paths"]))
+    audit = run_audit(config)
+    n_train = len(planted["train"])
+
+    duplicates = findings_of(audit, "duplicates")
+    repeated = next(f for f in duplicates if "repeat an earlier text" in f.message)
+    assert repeated.count == 2  # the upper-cased copy and the conflicting copy
+    # data rows start at line 2, so the copies appended at positions 260 and 261 are rows 262 and 263
+    assert set(repeated.rows) == {n_train - 3, n_train - 2}
+    conflict = next(f for f in duplicates if "different labels" in f.message)
+    assert conflict.count == 1 and set(conflict.rows) == {11, n_train - 2}  # the original (position 9) and its copy
+
+    leakage = findings_of(audit, "leakage")
+    assert len(leakage) == 1 and leakage[0].severity == "error" and leakage[0].split == "test"
+    assert leakage[0].count == 1 and leakage[0].rows == [len(planted["test"]) + 1]
+
+    validity = {f.details["kind"]: f for f in findings_of(audit, "validity")}
+    assert validity["mojibake"].rows == [n_train]
+    assert n_train + 1 in validity["near-empty"].rows  # the real data has a few ("Ok") too
+
+    personal = next(f for f in findings_of(audit, "personal_data") if f.severity == "warning" and f.split == "train")
+    assert personal.details["by_type"]["EMAIL_ADDRESS"] == 1
+    assert personal.details["by_type"]["PHONE_NUMBER"] >= 1
+    assert any("named-entity" in f.message for f in findings_of(audit, "personal_data") if f.severity == "note")
+
+    assert audit.statistics["train"]["class_counts"] == planted["train"].label.value_counts().sort_index().to_dict()
+    assert audit.statistics["train"]["rows"] == len(planted["train"])
+    assert not audit.passed()
+
+
+def test_write_audit_saves_json_and_plots(tmp_path, tiny_model_dir, planted):
+    config = load_config(make_config(tmp_path, tiny_model_dir, planted["paths"]))
+    path = write_audit(run_audit(config), tmp_path / "audit")
+    payload = json.loads(path.read_text())
+    assert payload["summary"]["error"] == 1
+    assert "lengths" not in payload["statistics"]["train"]
+    assert sum(payload["statistics"]["train"]["length_histogram"]["counts"]) == len(planted["train"])
+    for plot in ("class_balance.png", "token_lengths.png"):
+        assert (tmp_path / "audit" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_check_exits_1_on_errors_and_leaves_the_data_alone(tmp_path, tiny_model_dir, planted):
+    before = {split: Path(p).read_bytes() for split, p in planted["paths"].items()}
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(json.dumps(make_config(tmp_path, tiny_model_dir, planted["paths"])))
+    result = CliRunner().invoke(app, ["check", str(config_file)])
+    assert result.exit_code == 1, result.output
+    assert "leakage" in result.output and "Traceback" not in result.output
+    assert {split: Path(p).read_bytes() for split, p in planted["paths"].items()} == before
+
+
+def test_strict_fails_on_warnings_only_when_asked(tmp_path, tiny_model_dir):
+    paths = {"train": str(tmp_path / "train.tsv")}  # one split: spam templates leak nearly across any split
+    sms_rows().to_csv(paths["train"], sep="\t", index=False, quoting=csv.QUOTE_NONE)
+    config = make_config(tmp_path, tiny_model_dir, paths, audit={"label_noise": False})
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(json.dumps(config))
+    audit = run_audit(load_config(config))
+    assert audit.passed() and audit.by_severity("warning")  # real spam texts carry phone numbers and URLs
+    assert CliRunner().invoke(app, ["check", str(config_file)]).exit_code == 0
+    assert CliRunner().invoke(app, ["check", str(config_file), "--strict"]).exit_code == 1
+
+
+def test_unreadable_data_is_an_error_finding_not_a_crash(tmp_path, tiny_model_dir, planted):
+    paths = {**planted["paths"], "test": str(tmp_path / "missing.tsv")}
+    audit = run_audit(load_config(make_config(tmp_path, tiny_model_dir, paths)))
+    errors = audit.by_severity("error")
+    assert any("missing.tsv" in f.message and "not found" in f.message for f in errors)
+    assert findings_of(audit, "duplicates")  # the readable splits were still audited
