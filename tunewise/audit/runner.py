@@ -87,18 +87,17 @@ def read_frames(task: Task, config: RunConfig, audit: Audit) -> dict[str, pd.Dat
 
 
 def _tokenizer(config: RunConfig):
+    """The configured model's tokenizer and the max_length training would use (auto resolved the same way)."""
     from transformers import AutoTokenizer
 
-    from tunewise.api import MAX_AUTO_LENGTH
+    from tunewise.api import resolve_auto_settings
     from tunewise.models.registry import read_checkpoint_hints, resolve_model
 
     source = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(source.location)
-    max_length = config.data.max_length
-    if max_length == "auto":
-        hints = read_checkpoint_hints(source)
-        max_length = int(min(hints.max_length or tokenizer.model_max_length, MAX_AUTO_LENGTH))
-    return tokenizer, int(max_length)
+    resolved = config.model_copy(deep=True)
+    resolve_auto_settings(resolved, read_checkpoint_hints(source), tokenizer)
+    return tokenizer, int(resolved.data.max_length)
 
 
 def check_duplicates(train: pd.DataFrame, text_columns: list[str], config: RunConfig, audit: Audit) -> None:
