@@ -122,3 +122,23 @@ def test_unreadable_data_is_an_error_finding_not_a_crash(tmp_path, tiny_model_di
     errors = audit.by_severity("error")
     assert any("missing.tsv" in f.message and "not found" in f.message for f in errors)
     assert findings_of(audit, "duplicates")  # the readable splits were still audited
+
+
+def test_datasheet_has_every_section_filled_where_measured_and_asks_the_rest(tmp_path, tiny_model_dir, planted):
+    from tunewise.audit.datasheet import write_datasheet
+
+    config = load_config(make_config(tmp_path, tiny_model_dir, planted["paths"]))
+    text = write_datasheet(run_audit(config), config, tmp_path / "datasheet.md").read_text()
+    for section in (
+        "Motivation",
+        "Composition",
+        "Collection process",
+        "Preprocessing, cleaning and labelling",
+        "Uses",
+        "Distribution",
+        "Maintenance",
+    ):
+        assert f"## {section}" in text
+    assert f"| train | {len(planted['train'])} |" in text
+    assert "Overlap between splits:** error" in text
+    assert text.count("To answer (only you can)") >= 10

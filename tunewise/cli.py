@@ -117,15 +117,18 @@ def check(
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too, not only on errors.")] = False,
 ) -> None:
     """Audit the data before training: validity, balance, duplicates, leakage, lengths, label noise, personal data."""
+    from tunewise.audit.datasheet import write_datasheet
     from tunewise.audit.runner import run_audit, write_audit
     from tunewise.audit.summary import print_audit
     from tunewise.config.loading import load_config
 
     run_config = load_config(config, set_ or [])
     audit = run_audit(run_config)
-    path = write_audit(audit, output or Path(run_config.output_dir) / "audit")
+    folder = output or Path(run_config.output_dir) / "audit"
+    path = write_audit(audit, folder)
+    write_datasheet(audit, run_config, folder / "datasheet.md")
     print_audit(audit, Console())
-    console.print(f"audit written to {path}")
+    console.print(f"audit written to {path}; datasheet (with the questions only you can answer) beside it")
     if not audit.passed(strict):
         raise typer.Exit(code=1)
 

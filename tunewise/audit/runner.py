@@ -146,7 +146,7 @@ def check_duplicates(train: pd.DataFrame, text_columns: list[str], config: RunCo
                 "Review them: templated or lightly edited copies inflate the weight of a few examples.",
                 "train",
                 len(pairs),
-                [row for pair in pairs for row in pair[:2]],
+                list(dict.fromkeys(row for pair in pairs for row in pair[:2])),
                 {"pairs": [list(pair) for pair in pairs[:20]]},
             )
         )
