@@ -142,3 +142,18 @@ def test_datasheet_has_every_section_filled_where_measured_and_asks_the_rest(tmp
     assert f"| train | {len(planted['train'])} |" in text
     assert "Overlap between splits:** error" in text
     assert text.count("To answer (only you can)") >= 10
+
+
+def test_cli_redact_writes_copies_without_touching_the_data(tmp_path, tiny_model_dir, planted):
+    before = {split: Path(p).read_bytes() for split, p in planted["paths"].items()}
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(json.dumps(make_config(tmp_path, tiny_model_dir, planted["paths"])))
+    out = tmp_path / "redacted"
+    result = CliRunner().invoke(app, ["check", str(config_file), "--redact", str(out), "--redact-mode", "hash"])
+    assert result.exit_code == 1  # the planted leak is still an error; the copies are written all the same
+    train_copy = (out / "train.tsv").read_text()
+    assert "jane.doe@example.com" not in train_copy and "<EMAIL_ADDRESS:" in train_copy
+    assert (tmp_path / ".tunewise-salt").is_file()
+    assert {split: Path(p).read_bytes() for split, p in planted["paths"].items()} == before
+    refused = CliRunner().invoke(app, ["check", str(config_file), "--redact", str(out), "--redact-mode", "blur"])
+    assert refused.exit_code == 1 and "replace, mask or hash" in refused.output

@@ -115,9 +115,16 @@ def check(
         Path | None, typer.Option(help="Where audit.json and plots go; default OUTPUT_DIR/audit.")
     ] = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too, not only on errors.")] = False,
+    redact: Annotated[
+        Path | None, typer.Option(help="Also write copies of the data files with personal data redacted here.")
+    ] = None,
+    redact_mode: Annotated[
+        str, typer.Option(help="replace (<EMAIL_ADDRESS>), mask (****) or hash (a salted pseudonym per value).")
+    ] = "replace",
 ) -> None:
     """Audit the data before training: validity, balance, duplicates, leakage, lengths, label noise, personal data."""
     from tunewise.audit.datasheet import write_datasheet
+    from tunewise.audit.redact import write_redacted_copies
     from tunewise.audit.runner import run_audit, write_audit
     from tunewise.audit.summary import print_audit
     from tunewise.config.loading import load_config
@@ -127,6 +134,12 @@ def check(
     folder = output or Path(run_config.output_dir) / "audit"
     path = write_audit(audit, folder)
     write_datasheet(audit, run_config, folder / "datasheet.md")
+    if redact is not None:
+        if redact_mode not in ("replace", "mask", "hash"):
+            raise TunewiseError(f"--redact-mode must be replace, mask or hash, not {redact_mode!r}.")
+        salt_file = config.with_name(".tunewise-salt")  # per project: the same value, the same pseudonym
+        for written in write_redacted_copies(run_config, redact, redact_mode, salt_file=salt_file):
+            console.print(f"[green]redacted copy:[/] {written}")
     print_audit(audit, Console())
     console.print(f"audit written to {path}; datasheet (with the questions only you can answer) beside it")
     if not audit.passed(strict):
