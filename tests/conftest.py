@@ -54,10 +54,59 @@ TOPICS = {
     "tech": ["laptop", "software", "chip", "robot"],
 }
 EXTRA_WORDS = [
-    "the", "a", "this", "our", "film", "movie", "book", "show", "meal", "trip", "song", "hotel", "was", "is",
-    "it", "and", "about", "news", "on", "of", "for", "us", "in", "end", "with", "i", "you", "see", "at", "lunch",
-    "loved", "hated", "claim", "prize", "now", "winner", "text", "free", "call", "me", "same", "different",
-    "sentence", "meaning", "says", "what", "thing", "another", "one", "very", "not", "yes", "no",
+    "the",
+    "a",
+    "this",
+    "our",
+    "film",
+    "movie",
+    "book",
+    "show",
+    "meal",
+    "trip",
+    "song",
+    "hotel",
+    "was",
+    "is",
+    "it",
+    "and",
+    "about",
+    "news",
+    "on",
+    "of",
+    "for",
+    "us",
+    "in",
+    "end",
+    "with",
+    "i",
+    "you",
+    "see",
+    "at",
+    "lunch",
+    "loved",
+    "hated",
+    "claim",
+    "prize",
+    "now",
+    "winner",
+    "text",
+    "free",
+    "call",
+    "me",
+    "same",
+    "different",
+    "sentence",
+    "meaning",
+    "says",
+    "what",
+    "thing",
+    "another",
+    "one",
+    "very",
+    "not",
+    "yes",
+    "no",
 ]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MAX_POSITIONS = 128
@@ -201,11 +250,13 @@ def pair_rows(n: int, seed: int) -> list[dict[str, Any]]:
         second_positive = first_positive if same else not first_positive
         first = rng.choice(POSITIVE if first_positive else NEGATIVE)
         second = rng.choice(POSITIVE if second_positive else NEGATIVE)
-        rows.append({
-            "premise": f"{rng.choice(SUBJECTS)} was {first}",
-            "hypothesis": f"{rng.choice(SUBJECTS)} is {rng.choice(FILLERS)} {second}",
-            "label": "same" if same else "different",
-        })
+        rows.append(
+            {
+                "premise": f"{rng.choice(SUBJECTS)} was {first}",
+                "hypothesis": f"{rng.choice(SUBJECTS)} is {rng.choice(FILLERS)} {second}",
+                "label": "same" if same else "different",
+            }
+        )
     return rows
 
 
@@ -223,40 +274,50 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
 def single_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """String labels (positive/negative): train (96 rows) and test (40 rows) CSVs."""
     folder = tmp_path_factory.mktemp("single-label")
-    return {"train": write_csv(folder / "train.csv", sentiment_rows(96, seed=1)),
-            "test": write_csv(folder / "test.csv", sentiment_rows(40, seed=2))}
+    return {
+        "train": write_csv(folder / "train.csv", sentiment_rows(96, seed=1)),
+        "test": write_csv(folder / "test.csv", sentiment_rows(40, seed=2)),
+    }
 
 
 @pytest.fixture(scope="session")
 def integer_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Integer labels 0/1: train and test CSVs."""
     folder = tmp_path_factory.mktemp("integer-label")
-    return {"train": write_csv(folder / "train.csv", sentiment_rows(80, seed=3, integer_labels=True)),
-            "test": write_csv(folder / "test.csv", sentiment_rows(30, seed=4, integer_labels=True))}
+    return {
+        "train": write_csv(folder / "train.csv", sentiment_rows(80, seed=3, integer_labels=True)),
+        "test": write_csv(folder / "test.csv", sentiment_rows(30, seed=4, integer_labels=True)),
+    }
 
 
 @pytest.fixture(scope="session")
 def multi_label_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """JSONL with a list of topic labels per row."""
     folder = tmp_path_factory.mktemp("multi-label")
-    return {"train": write_jsonl(folder / "train.jsonl", multi_label_rows(90, seed=5)),
-            "test": write_jsonl(folder / "test.jsonl", multi_label_rows(30, seed=6))}
+    return {
+        "train": write_jsonl(folder / "train.jsonl", multi_label_rows(90, seed=5)),
+        "test": write_jsonl(folder / "test.jsonl", multi_label_rows(30, seed=6)),
+    }
 
 
 @pytest.fixture(scope="session")
 def regression_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Float labels in [0.1, 0.9]."""
     folder = tmp_path_factory.mktemp("regression")
-    return {"train": write_csv(folder / "train.csv", regression_rows(80, seed=7)),
-            "test": write_csv(folder / "test.csv", regression_rows(30, seed=8))}
+    return {
+        "train": write_csv(folder / "train.csv", regression_rows(80, seed=7)),
+        "test": write_csv(folder / "test.csv", regression_rows(30, seed=8)),
+    }
 
 
 @pytest.fixture(scope="session")
 def pair_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Sentence pairs in columns premise/hypothesis with labels same/different."""
     folder = tmp_path_factory.mktemp("pairs")
-    return {"train": write_csv(folder / "train.csv", pair_rows(80, seed=9)),
-            "test": write_csv(folder / "test.csv", pair_rows(30, seed=10))}
+    return {
+        "train": write_csv(folder / "train.csv", pair_rows(80, seed=9)),
+        "test": write_csv(folder / "test.csv", pair_rows(30, seed=10)),
+    }
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -274,7 +335,7 @@ def deep_update(base: dict, overrides: dict) -> dict:
 def make_config(tmp_path: Path, model_dir: Path | str, data: dict[str, str] | None = None, **overrides: Any) -> dict:
     """A small, fast run config as a dict. Keyword overrides merge into the sections (nested dicts merge).
 
-        make_config(tmp_path, tiny_model_dir, single_label_data, train={"epochs": 1}, output_dir=...)
+    make_config(tmp_path, tiny_model_dir, single_label_data, train={"epochs": 1}, output_dir=...)
     """
     config: dict[str, Any] = {
         "task": "text-classification",

@@ -125,19 +125,12 @@ def test_unreadable_data_is_an_error_finding_not_a_crash(tmp_path, tiny_model_di
 
 
 def test_datasheet_has_every_section_filled_where_measured_and_asks_the_rest(tmp_path, tiny_model_dir, planted):
-    from tunewise.audit.datasheet import write_datasheet
+    from tunewise.audit.datasheet import SECTIONS, write_datasheet
 
     config = load_config(make_config(tmp_path, tiny_model_dir, planted["paths"]))
     text = write_datasheet(run_audit(config), config, tmp_path / "datasheet.md").read_text()
-    for section in (
-        "Motivation",
-        "Composition",
-        "Collection process",
-        "Preprocessing, cleaning and labelling",
-        "Uses",
-        "Distribution",
-        "Maintenance",
-    ):
+    assert len(SECTIONS) == 7  # Gebru et al.'s seven sections
+    for section in SECTIONS:
         assert f"## {section}" in text
     assert f"| train | {len(planted['train'])} |" in text
     assert "Overlap between splits:** error" in text

