@@ -33,7 +33,7 @@ from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
 from tunewise.reporting.run_folder import RUN_FILE, check_run_dir, start_run_dir
 from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
-from tunewise.serving.predictor import FineTunedModel, load
+from tunewise.serving.predictor import FineTunedModel, load, user_columns
 from tunewise.tasks import Task, make_task
 from tunewise.training.loop import FitResult, fit, predict_logits
 from tunewise.training.optim import resolve_epochs, resolve_learning_rate, steps_per_epoch
@@ -248,8 +248,7 @@ def final_evaluation(task, model, encoded, frames, accelerator, pad_token_id) ->
             task.calibrate(logits, encoded[split].labels)
         metrics[split] = {**task.compute_metrics(logits, encoded[split].labels), "loss": loss}
         if split == "test":
-            rows = frames[split].drop(columns="_row").reset_index(drop=True)
-            predictions = pd.concat([rows, task.present(logits)], axis=1)
+            predictions = pd.concat([user_columns(frames[split]), task.present(logits)], axis=1)
     return metrics, predictions
 
 

@@ -94,7 +94,9 @@ def predict(
         raise TunewiseError('Give either --input FILE or one or more --text "...".')
     model = load(run)
     if text:
-        frame = model.predict_frame(_text_frame(model, text))
+        if model.config.data.text_pair_column:
+            raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
+        frame = model.predict_frame(model.text_frame(text))
         frame.insert(0, "text", text)
     else:
         frame = model.predict_file(input)
@@ -152,14 +154,6 @@ def init() -> None:
     from tunewise.config.template import commented_template
 
     sys.stdout.write(commented_template())
-
-
-def _text_frame(model, texts: list[str]):
-    import pandas as pd
-
-    if model.config.data.text_pair_column:
-        raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
-    return pd.DataFrame({model.config.data.text_column: texts})
 
 
 def _refuse_existing(path: Path) -> None:

@@ -45,6 +45,11 @@ class FineTunedModel:
 
     def predict(self, texts: list[str] | list[tuple[str, str]] | str) -> list[dict[str, Any]]:
         """Predictions for raw texts (or (text, pair) tuples): one dict per input."""
+        frame = self.text_frame(texts)
+        return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
+
+    def text_frame(self, texts: list[str] | list[tuple[str, str]] | str) -> pd.DataFrame:
+        """Raw texts as the frame the task encodes, in the columns the model was trained on."""
         if isinstance(texts, str):
             texts = [texts]
         data = self.config.data
@@ -62,7 +67,7 @@ class FineTunedModel:
             if not all(isinstance(t, str) for t in texts):
                 raise TunewiseError("predict() takes a string or a list of strings.")
             frame = pd.DataFrame({data.text_column: texts})
-        return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
+        return frame
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         logits, _ = self._logits(self.task.encode(frame, self.tokenizer, self.max_length))
@@ -71,7 +76,7 @@ class FineTunedModel:
     def predict_file(self, source: str) -> pd.DataFrame:
         """The input rows (user's columns) followed by the prediction columns."""
         frame = self.task.read_split(source, "predict", with_labels=False)
-        return pd.concat([_user_columns(frame), self.predict_frame(frame)], axis=1)
+        return pd.concat([user_columns(frame), self.predict_frame(frame)], axis=1)
 
     def evaluate(self, source: str, split: str = "evaluation") -> tuple[dict[str, Any], pd.DataFrame]:
         """Metrics on a labelled file, and the per-row predictions."""
@@ -80,7 +85,7 @@ class FineTunedModel:
         encoded = self.task.encode(frame, self.tokenizer, self.max_length)
         logits, loss = self._logits(encoded)
         metrics = {**self.task.compute_metrics(logits, encoded.labels), "loss": loss}
-        return metrics, pd.concat([_user_columns(frame), self.task.present(logits)], axis=1)
+        return metrics, pd.concat([user_columns(frame), self.task.present(logits)], axis=1)
 
     def _logits(self, encoded: EncodedSplit) -> tuple[np.ndarray, float | None]:
         pad = self.tokenizer.pad_token_id or 0
@@ -103,7 +108,8 @@ def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
     return prediction
 
 
-def _user_columns(frame: pd.DataFrame) -> pd.DataFrame:
+def user_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The user's own columns of a read frame, without tunewise's `_row` bookkeeping."""
     return frame.drop(columns="_row").reset_index(drop=True)
 
 
