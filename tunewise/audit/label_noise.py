@@ -1,24 +1,43 @@
 """Suspected label errors, found with confident learning over a cheap text baseline.
 
 A TF-IDF + logistic-regression baseline is trained out of fold (every row is scored by a
-model that never saw it), and ``cleanlab`` flags rows whose given label the baseline
+model that never saw its label), and ``cleanlab`` flags rows whose given label the baseline
 finds implausible given its per-class confidence thresholds. The flags are only as good
 as the baseline, so its out-of-fold accuracy is reported alongside them. Rows are never
 dropped or relabelled: this is a report for a human to review.
+
+Cost on large data (SST-2's 67,349 rows, 2 cores): the first version refitted word and
+char TF-IDF inside every fold and trained liblinear logistic regression, 75-100 s. Now:
+
+* the TF-IDF features are fitted once on all rows (no labels are involved, so no label
+  leaks across folds; only the vocabulary and idf see the held-out texts);
+* char_wb n-grams never cross a word boundary, so a text's char counts are the sum of its
+  words' counts: they are computed once per distinct word and summed with one sparse
+  product, giving exactly ``TfidfVectorizer(analyzer="char_wb", ...)``'s matrix ~6x faster;
+* logistic regression is fitted by SGD (``SGDClassifier(loss="log_loss")``, ``alpha = 1 /
+  (C * n)``, the same objective as ``LogisticRegression(C)``; one-vs-rest for more than two
+  classes, where multinomial lbfgs was used before), folds in parallel threads.
+
+Measured on 2 cores (old -> new): SST-2 75-104 s -> 8-14 s, 1,403 rows flagged, 1,358 of them
+among the 1,401 flagged before; planted 5 % flips in SMS spam recall 0.87 -> 0.89, precision
+0.92 -> 0.93; in 10,001 rows of AG News (4 classes) 85 s -> 6 s, recall 0.87 -> 0.88,
+precision 0.41 -> 0.43.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from joblib import parallel_config
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
+from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import Pipeline, make_pipeline, make_union
 
 __all__ = ["LabelNoiseResult", "LabelSuspect", "find_label_issues"]
 
@@ -46,20 +65,46 @@ class LabelNoiseResult:
     baseline_accuracy: float
 
 
-def _baseline(seed: int, n_classes: int) -> Pipeline:
-    """Word 1-2 grams catch topical cues, char_wb 2-5 grams catch misspellings and
-    morphology (SMS slang, short SST-2 phrases); sublinear tf damps repeated tokens.
+# Word 1-2 grams catch topical cues, char_wb 2-5 grams catch misspellings and morphology (SMS
+# slang, short SST-2 phrases); sublinear tf damps repeated tokens. Weak regularisation (C=10)
+# measured better recall than C=4 at similar precision.
+CHAR_NGRAMS = (2, 5)
+CHAR_MIN_DF = 2
+C = 10.0
+MAX_EPOCHS = 100  # SGD stops earlier once the loss settles (about 35 epochs on SST-2)
 
-    liblinear is ~3x faster than lbfgs on these sparse binary problems (7 s vs 21 s for
-    5 folds of SMS spam) with the same flags; multiclass problems use multinomial lbfgs.
-    Weak regularisation (C=10) measured better recall than C=4 at similar precision."""
-    features = make_union(
-        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
-    )
-    solver = "liblinear" if n_classes == 2 else "lbfgs"
-    classifier = LogisticRegression(C=10.0, solver=solver, max_iter=2000, random_state=seed)
-    return make_pipeline(features, classifier)
+
+def _features(texts: list[str]) -> sp.csr_matrix:
+    """Word 1-2 gram and char_wb 2-5 gram TF-IDF of every row, side by side."""
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    return sp.hstack([words.fit_transform(texts), _char_wb_tfidf(texts)], format="csr")
+
+
+def _char_wb_tfidf(texts: list[str]) -> sp.csr_matrix:
+    """Equal to ``TfidfVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, min_df=CHAR_MIN_DF,
+    sublinear_tf=True).fit_transform(texts)``, built from per-word n-gram counts.
+
+    char_wb lowercases, splits on whitespace and takes the n-grams of each `` word `` alone, so
+    (texts x words counts) @ (words x n-grams counts) is its count matrix; each distinct word is
+    analysed once instead of once per occurrence.
+    """
+    per_text = CountVectorizer(analyzer=lambda text: text.lower().split())
+    word_counts = per_text.fit_transform(texts)
+    grams = CountVectorizer(analyzer="char_wb", ngram_range=CHAR_NGRAMS, lowercase=False)
+    counts = (word_counts @ grams.fit_transform(per_text.get_feature_names_out().tolist())).tocsr()
+    document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
+    counts = counts[:, np.flatnonzero(document_frequency >= CHAR_MIN_DF)]
+    return TfidfTransformer(sublinear_tf=True).fit_transform(counts)
+
+
+def _baseline(seed: int, n_train: int) -> SGDClassifier:
+    """L2 logistic regression with ``LogisticRegression(C=C)``'s objective, fitted by SGD.
+
+    liblinear needed ~6 s per SST-2 fold at C=10 (weak regularisation converges slowly); SGD
+    reaches probabilities within 0.004 of it on average in ~2 s. SGD's ``alpha`` weighs the
+    penalty per training row, so ``alpha = 1 / (C * n_train)``.
+    """
+    return SGDClassifier(loss="log_loss", alpha=1.0 / (C * n_train), max_iter=MAX_EPOCHS, tol=1e-4, random_state=seed)
 
 
 def _texts(frame: pd.DataFrame, text_columns: Sequence[str]) -> list[str]:
@@ -76,9 +121,22 @@ def _applicable(labels: np.ndarray, n_classes: int, folds: int) -> bool:
 
 
 def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, seed: int, folds: int) -> np.ndarray:
-    """Predicted class probabilities for each row from a model trained on the other folds."""
+    """Predicted class probabilities for each row from a model trained on the other folds.
+
+    The folds run in threads (SGD releases the GIL), so nothing is copied to other processes.
+    """
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(_baseline(seed, int(labels.max()) + 1), texts, labels, cv=splitter, method="predict_proba")
+    features = _features(texts)
+    jobs = max(1, min(folds, os.cpu_count() or 1))
+    with parallel_config(backend="threading", n_jobs=jobs):
+        return cross_val_predict(
+            _baseline(seed, len(labels) * (folds - 1) // folds),
+            features,
+            labels,
+            cv=splitter,
+            method="predict_proba",
+            n_jobs=jobs,
+        )
 
 
 def find_label_issues(

@@ -60,7 +60,8 @@ def write_redacted_copies(config: RunConfig, out_dir: Path, mode: RedactMode, sa
     """Write a redacted copy of each data file of `config` (train, validation, test) into `out_dir`.
 
     Each copy has the source's file name and format; every text column (data.text_column and
-    data.text_pair_column) has its PII spans (the same scan as `tunewise check`, with audit.pii_patterns)
+    data.text_pair_column) has its PII spans (the same scan as `tunewise check`, with audit.pii_patterns and,
+    when set, audit.pii_ner_model's names and places)
     replaced by `<ENTITY>` (replace), `*` of the same length (mask) or a salted `<ENTITY:hash>` pseudonym
     (hash); all other columns and the row order are kept. A file named for several splits is written once.
 
@@ -80,7 +81,7 @@ def write_redacted_copies(config: RunConfig, out_dir: Path, mode: RedactMode, sa
     if config.data.text_pair_column is not None:
         text_columns.append(config.data.text_pair_column)
     salt = _load_salt(Path(salt_file)) if mode == "hash" else ""
-    scanner = PiiScanner(custom_patterns=config.audit.pii_patterns)
+    scanner = PiiScanner(custom_patterns=config.audit.pii_patterns, ner_model=config.audit.pii_ner_model)
 
     contents = [_redacted_bytes(source, text_columns, scanner, mode, salt) for source in sources]
     _make_folder(out_dir)
@@ -189,10 +190,12 @@ def _redacted_bytes(
 ) -> bytes:
     """The bytes of the redacted copy: the file read by `read_table` (which checks it), then rewritten."""
     frame = read_table(str(source.path), source.split, list(text_columns), label_column=None)
-    redacted = {
-        column: [redact_text(text, scanner.scan_text(text), mode, salt) for text in frame[column].tolist()]
-        for column in text_columns
-    }
+    redacted = {}
+    for column in text_columns:
+        texts = frame[column].tolist()
+        redacted[column] = [
+            redact_text(text, spans, mode, salt) for text, spans in zip(texts, scanner.scan_texts(texts), strict=True)
+        ]
     if source.fmt in ("csv", "tsv"):
         for column, values in redacted.items():
             frame[column] = values

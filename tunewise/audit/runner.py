@@ -17,7 +17,7 @@ from tunewise.audit.basic_checks import class_balance, text_quality, token_lengt
 from tunewise.audit.duplicates import exact_duplicates, find_leakage, near_duplicates
 from tunewise.audit.findings import Audit, Finding
 from tunewise.audit.label_noise import find_label_issues
-from tunewise.audit.pii import NER_NOTE, PiiScanner
+from tunewise.audit.pii import PiiScanner
 from tunewise.config.schema import RunConfig
 from tunewise.errors import DataError
 from tunewise.reporting.plots import plot_class_balance, plot_length_histogram
@@ -28,6 +28,8 @@ SPLITS = ("train", "validation", "test")
 
 def run_audit(config: RunConfig) -> Audit:
     audit = Audit()
+    # first: a configured NER model that is not installed is a ConfigError before any data is read
+    scanner = PiiScanner(custom_patterns=config.audit.pii_patterns, ner_model=config.audit.pii_ner_model)
     task = make_task(config)
     frames = read_frames(task, config, audit)
     if "train" not in frames:
@@ -57,7 +59,7 @@ def run_audit(config: RunConfig) -> Audit:
     check_leakage(frames, text_columns, config, audit)
     if labelled and config.audit.label_noise:
         check_label_noise(frames["train"], text_columns, config, audit)
-    check_personal_data(frames, text_columns, config, audit)
+    check_personal_data(frames, text_columns, scanner, audit)
     return audit
 
 
@@ -200,9 +202,8 @@ def check_label_noise(train: pd.DataFrame, text_columns: list[str], config: RunC
 
 
 def check_personal_data(
-    frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig, audit: Audit
+    frames: dict[str, pd.DataFrame], text_columns: list[str], scanner: PiiScanner, audit: Audit
 ) -> None:
-    scanner = PiiScanner(custom_patterns=config.audit.pii_patterns)
     for split, frame in frames.items():
         matches = scanner.scan(frame, text_columns)
         if not matches:
@@ -225,7 +226,7 @@ def check_personal_data(
                 {"by_type": by_type},
             )
         )
-    audit.add(Finding("personal_data", "note", NER_NOTE))
+    audit.add(Finding("personal_data", "note", scanner.note))
 
 
 def write_audit(audit: Audit, folder: Path) -> Path:

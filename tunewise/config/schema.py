@@ -196,13 +196,21 @@ class AuditConfig(Section):
         default_factory=dict,
         description="Extra personal-data patterns to look for: NAME: regex, e.g. EMPLOYEE_ID: 'EMP-\\d{6}'.",
     )
+    pii_ner_model: str | None = Field(
+        default=None,
+        description="Also look for person names and places (PERSON, LOCATION) with presidio's spaCy NER, using "
+        "this installed spaCy model (or saved pipeline folder), e.g. en_core_web_sm after "
+        "`python -m spacy download en_core_web_sm`; tunewise never downloads it. null: patterns only (offline).",
+    )
 
 
 class RunConfig(Section):
     """A whole run: what to fine-tune, on which data, how, and where the results go."""
 
     task: str = Field(
-        default="text-classification", description="What the model learns (text-classification; see tunewise.tasks)."
+        default="text-classification",
+        description="What the model learns: text-classification, or causal-lm (continued pre-training "
+        "and instruction tuning of a causal language model). See tunewise.tasks.",
     )
     model: str = Field(
         default="minilm-l6",
