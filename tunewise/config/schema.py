@@ -39,7 +39,24 @@ class DataConfig(Section):
     text_pair_column: str | None = Field(
         default=None, description="A second text column for sentence-pair tasks (entailment, paraphrase)."
     )
-    label_column: str = Field(default="label", description="Column holding the target.")
+    label_column: str = Field(
+        default="label", description="Column holding the target (causal-lm: unused; the text is the target)."
+    )
+    prompt_column: str | None = Field(
+        default=None,
+        description="causal-lm only: a column of prompts placed before text_column; the loss covers the "
+        "text (the response) only, as instruction tuning needs.",
+    )
+    packing: bool = Field(
+        default=True,
+        description="causal-lm only: pack several examples into each max_length row (no padding); position "
+        "ids restart at every example, so attention never crosses from one example into the next.",
+    )
+    token_cache: bool = Field(
+        default=True,
+        description="Keep tokenised data on disk (under $TUNEWISE_CACHE_DIR, default ~/.cache/tunewise), "
+        "keyed by the texts, the tokenizer and max_length, so a second run does not tokenise again.",
+    )
     problem_type: Literal["auto", "single_label", "multi_label", "regression"] = Field(
         default="auto",
         description="auto: lists of labels -> multi_label, non-integer numbers -> regression, "
@@ -109,8 +126,11 @@ class TrainConfig(Section):
         description="Passes over the training data; auto: 3, raised for small datasets so training "
         "takes at least ~300 optimizer steps (at most 10 epochs).",
     )
-    batch_size: int = Field(
-        default=32, ge=1, description="Examples per optimizer step and device (before accumulation)."
+    batch_size: int | Literal["auto"] = Field(
+        default="auto",
+        description="Examples per optimizer step and device (before accumulation). auto: 32 on CPU; on a GPU "
+        "the largest of 256, 128, 64, 32 that keeps at least 100 steps per epoch and about 32k tokens per "
+        "batch (short texts leave a GPU idle at batch 32). learning_rate auto scales with it.",
     )
     gradient_accumulation: int = Field(
         default=1, ge=1, description="Batches whose gradients are summed per optimizer step."
@@ -145,6 +165,12 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(default=500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="How many recent checkpoints to keep.")
     num_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; null: all cores.")
+    compile: bool | Literal["auto"] = Field(
+        default="auto",
+        description="torch.compile each transformer block once (regional compilation) for training. auto: on "
+        "one GPU when every batch has one shape (packed causal-LM rows) and the run has at least 300 "
+        "optimizer steps to pay back the one-off compile; off on CPU.",
+    )
 
     @field_validator("epochs", mode="before")
     @classmethod
@@ -159,6 +185,13 @@ class TrainConfig(Section):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ValueError("epochs must be a positive number or 'auto'")
         return float(value)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("batch_size must be a positive number of examples, or 'auto'")
+        return value
 
     @field_validator("eval_every")
     @classmethod
@@ -239,6 +272,12 @@ class RunConfig(Section):
     def _cross_field(self) -> RunConfig:
         if self.data.text_pair_column is not None and self.data.text_pair_column == self.data.text_column:
             raise ValueError("data.text_pair_column must name a different column than data.text_column")
+        if self.task == "causal-lm":
+            if self.data.prompt_column is not None and self.data.prompt_column == self.data.text_column:
+                raise ValueError("data.prompt_column must name a different column than data.text_column")
+            return self
+        if self.data.prompt_column is not None:
+            raise ValueError("data.prompt_column is used by task causal-lm only; remove it or set task: causal-lm")
         if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
             raise ValueError("data.label_column must differ from the text column(s)")
         return self

@@ -21,7 +21,8 @@ def split_train_validation(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split `frame` into (train, validation), `ratio` of the rows (rounded up) going to validation.
 
-    `stratify` keeps each class's share equal in both parts; pass False for regression. Multi-label rows
+    `stratify` keeps each class's share equal in both parts; pass False for regression and for tasks
+    without labels (the label column is then never read). Multi-label rows
     (lists) cannot be stratified and are split at random. Both frames get a fresh index and keep `_row`.
     """
     from sklearn.model_selection import train_test_split  # slow to import: only when needed
@@ -36,11 +37,10 @@ def split_train_validation(
             f"{where}: {total} row(s) are too few to hold out a validation share. "
             "Add more training rows, or give a separate validation file as data.validation."
         )
-    labels = frame[label_column]
     target = None
-    if stratify and all(isinstance(value, Hashable) for value in labels):
+    if stratify and all(isinstance(value, Hashable) for value in frame[label_column]):
         _check_stratifiable(frame, label_column, ratio, n_validation, where)
-        target = labels.to_numpy()
+        target = frame[label_column].to_numpy()
     train_index, validation_index = train_test_split(
         np.arange(total), test_size=n_validation, random_state=seed, shuffle=True, stratify=target
     )

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from tunewise.config.schema import StrategyConfig
 from tunewise.errors import ConfigError
@@ -74,7 +75,9 @@ def apply_strategy(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
 
 def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]:
     """Resolve `auto` to the architecture's attention projections and check the names match something."""
-    linear_names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    linear_names = {
+        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
+    }
     targets = strategy.lora.target_modules
     if targets == "auto":
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
@@ -96,12 +99,19 @@ def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]
 def _wrap_lora(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    head_modules = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_children() if name in HEAD_MODULE_NAMES})
+    # new task heads train in full beside the adapters; a language model's head is pretrained (and
+    # usually tied to the input embeddings), so it stays frozen like the rest of the model
+    head_modules = sorted(
+        {name for name, _ in model.named_children() if name in HEAD_MODULE_NAMES and name != "lm_head"}
+    )
+    targets = lora_target_modules(model, strategy)
+    conv1d = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in targets for name, m in model.named_modules())
     config = LoraConfig(
         r=strategy.lora.r,
         lora_alpha=strategy.lora.alpha,
         lora_dropout=strategy.lora.dropout,
-        target_modules=lora_target_modules(model, strategy),
+        target_modules=targets,
+        fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
         modules_to_save=head_modules + _pooler_modules(model),
     )
     return get_peft_model(model, config)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from tunewise.config.loading import load_config
 from tunewise.config.schema import RunConfig
@@ -70,6 +70,8 @@ class FineTunedModel:
         return frame
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not self.task.keeps_logits:  # generative tasks answer with text, not with scores
+            return self.task.generate(self.model, self.tokenizer, frame, self.max_length)
         logits, _ = self._logits(self.task.encode(frame, self.tokenizer, self.max_length))
         return self.task.present(logits)
 
@@ -84,12 +86,18 @@ class FineTunedModel:
         self.task.check_split(frame, split, source)
         encoded = self.task.encode(frame, self.tokenizer, self.max_length)
         logits, loss = self._logits(encoded)
-        metrics = {**self.task.compute_metrics(logits, encoded.labels), "loss": loss}
+        metrics = {**self.task.compute_metrics(logits, encoded.labels, loss), "loss": loss}
+        if logits is None:
+            return metrics, user_columns(frame)
         return metrics, pd.concat([user_columns(frame), self.task.present(logits)], axis=1)
 
-    def _logits(self, encoded: EncodedSplit) -> tuple[np.ndarray, float | None]:
+    def _logits(self, encoded: EncodedSplit) -> tuple[np.ndarray | None, float | None]:
         pad = self.tokenizer.pad_token_id or 0
-        return predict_logits(self.model, encoded, PREDICT_BATCH_SIZE, self.device, pad)
+        device = self.device
+        # on a GPU, bf16 arithmetic (as in training) is several times faster than float32
+        fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
+            return predict_logits(self.model, encoded, PREDICT_BATCH_SIZE, device, pad, self.task.keeps_logits)
 
 
 def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
@@ -140,4 +148,8 @@ def load_model(model_dir: Path) -> PreTrainedModel:
     settings = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if settings.get("model_type") == PooledEncoderConfig.model_type:
         return PooledModelForSequenceClassification.from_pretrained(model_dir)
+    if any(
+        name.endswith("ForCausalLM") or name.endswith("LMHeadModel") for name in settings.get("architectures") or []
+    ):
+        return AutoModelForCausalLM.from_pretrained(model_dir)
     return AutoModelForSequenceClassification.from_pretrained(model_dir)

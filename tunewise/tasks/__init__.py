@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from tunewise.config.schema import RunConfig
 from tunewise.tasks.base import Task
+from tunewise.tasks.causal_lm import CausalLMTask
 from tunewise.tasks.text_classification import TextClassificationTask
 
 TASKS: dict[str, type] = {
     "text-classification": TextClassificationTask,
+    "causal-lm": CausalLMTask,
 }
 
 

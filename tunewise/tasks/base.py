@@ -21,6 +21,7 @@ class Task(Protocol):
     name: str
     problem_type: str
     text_columns: list[str]  # the input columns, for checks that read the raw texts
+    keeps_logits: bool  # False: evaluation keeps only the loss (a language model's logits are too big)
 
     def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
         """Read and validate one data file; errors name the file, the row and the fix."""
@@ -45,10 +46,14 @@ class Task(Protocol):
     def restore(self, model_config: Any) -> None:
         """Recover the label space from a saved model's config (for predict/evaluate)."""
 
-    def encode(self, frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int) -> EncodedSplit:
-        """Token ids per row (unpadded) and labels, when the frame has them."""
+    def encode(
+        self, frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int, use_cache: bool = False
+    ) -> EncodedSplit:
+        """Token ids per row (unpadded) and labels, when the frame has them; `use_cache` keeps the token
+        ids on disk for the next run (training data), see `tunewise.data.token_cache`."""
 
-    def compute_metrics(self, logits: np.ndarray, labels: Any) -> dict[str, Any]: ...
+    def compute_metrics(self, logits: np.ndarray | None, labels: Any, loss: float | None = None) -> dict[str, Any]:
+        """Task metrics from the outputs (and the mean loss, for tasks scored by it, e.g. perplexity)."""
 
     def calibrate(self, logits: np.ndarray, labels: Any) -> None:
         """Fit post-hoc settings on validation outputs (e.g. the multi-label threshold)."""

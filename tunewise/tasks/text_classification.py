@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from tunewise.config.schema import RunConfig
 from tunewise.data.readers import read_table
+from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, DataError
 from tunewise.evaluation.metrics import (
     metric_names,
@@ -39,6 +40,7 @@ DEFAULT_METRICS = {"single_label": "f1_macro", "multi_label": "f1_micro", "regre
 
 class TextClassificationTask:
     name = "text-classification"
+    keeps_logits = True  # metrics need every row's logits
 
     def __init__(self, config: RunConfig):
         self.data = config.data
@@ -106,15 +108,19 @@ class TextClassificationTask:
 
     # ----- model ----------------------------------------------------------------------------
     def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
+        """Weights load in float32 whatever the checkpoint stores (transformers 5 would keep its bf16 or
+        fp16): mixed precision trains float32 master weights under autocast."""
         encoder_config = AutoConfig.from_pretrained(source.location)
         if pooling == "cls":  # the stock head: loads in transformers with no extra argument
             self.save_settings(encoder_config)
-            return AutoModelForSequenceClassification.from_pretrained(source.location, config=encoder_config)
+            return AutoModelForSequenceClassification.from_pretrained(
+                source.location, config=encoder_config, dtype=torch.float32
+            )
         encoder_settings = {k: v for k, v in encoder_config.to_dict().items() if k != "_name_or_path"}
         model_config = PooledEncoderConfig(encoder=encoder_settings, pooling=pooling)
         self.save_settings(model_config)
         model = PooledModelForSequenceClassification(model_config)
-        backbone = AutoModel.from_pretrained(source.location)
+        backbone = AutoModel.from_pretrained(source.location, dtype=torch.float32)
         missing, _ = model.encoder.load_state_dict(backbone.state_dict(), strict=False)
         if missing:
             raise ConfigError(
@@ -139,13 +145,11 @@ class TextClassificationTask:
         self.threshold = getattr(model_config, "tunewise_threshold", 0.5)
 
     # ----- encoding ---------------------------------------------------------------------------
-    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> EncodedSplit:
+    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False) -> EncodedSplit:
         texts = frame[self.data.text_column].tolist()
         pairs = frame[self.data.text_pair_column].tolist() if self.data.text_pair_column else None
-        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-        sequences = {"input_ids": encoded["input_ids"]}
-        if pairs is not None and "token_type_ids" in encoded:
-            sequences["token_type_ids"] = encoded["token_type_ids"]
+        columns = ("input_ids", "token_type_ids") if pairs is not None else ("input_ids",)
+        sequences = tokenize(tokenizer, texts, pairs, max_length, columns, use_cache=use_cache)
         labels = self._targets(frame) if self.data.label_column in frame.columns else None
         return EncodedSplit(sequences=sequences, labels=labels)
 
@@ -187,7 +191,7 @@ class TextClassificationTask:
         if self.problem_type == "multi_label":
             self.threshold = tune_threshold(self.probabilities(logits), labels)
 
-    def compute_metrics(self, logits: np.ndarray, labels: Any) -> dict[str, Any]:
+    def compute_metrics(self, logits: np.ndarray, labels: Any, loss: float | None = None) -> dict[str, Any]:
         outputs = self.probabilities(logits)
         if self.problem_type == "regression":
             return regression_metrics(outputs, labels)

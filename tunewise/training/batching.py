@@ -21,8 +21,12 @@ LABEL_PAD = -100  # ignored by cross-entropy; pads per-token labels
 class EncodedSplit:
     """Tokenised rows: variable-length sequence columns, and one label (or label sequence) per row."""
 
-    sequences: dict[str, list[list[int]]]
+    sequences: dict[str, list]  # column -> one id sequence (list or int array) per row
     labels: list | np.ndarray | None
+    # False for packed rows: their position_ids restart at each example, which is how the model
+    # keeps examples apart (an explicit mask would switch that detection off)
+    attention_mask: bool = True
+    fixed_shape: bool = False  # every row has the same length (packed rows): batches of one shape
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,7 +59,9 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def collate(split: EncodedSplit, indices: np.ndarray, pad_token_id: int, pad_to_multiple_of: int = 1) -> dict:
-    """Pad the rows `indices` to their longest length; labels that are sequences pad with LABEL_PAD."""
+    """Pad the rows `indices` to their longest length; labels that are sequences pad with LABEL_PAD.
+
+    Padded position ids are 0, which starts a new (ignored) example in a packed row."""
     longest = int(split.lengths[indices].max())
     if pad_to_multiple_of > 1:
         longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
@@ -63,9 +69,10 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_token_id: int, pad_to_
     for name, rows in split.sequences.items():
         pad = pad_token_id if name == "input_ids" else 0
         batch[name] = _pad([rows[i] for i in indices], longest, pad)
-    batch["attention_mask"] = (
-        torch.arange(longest).unsqueeze(0) < torch.from_numpy(split.lengths[indices]).unsqueeze(1)
-    ).long()
+    if split.attention_mask:
+        batch["attention_mask"] = (
+            torch.arange(longest).unsqueeze(0) < torch.from_numpy(split.lengths[indices]).unsqueeze(1)
+        ).long()
     if split.labels is not None:
         batch["labels"] = _labels(split.labels, indices, longest)
     return batch
