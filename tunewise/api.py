@@ -25,16 +25,17 @@ from tunewise.config.loading import dump_config, load_config
 from tunewise.config.schema import RunConfig
 from tunewise.data.readers import file_fingerprint
 from tunewise.data.splits import split_train_validation
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, DataError
 from tunewise.evaluation.metrics import format_metrics_table
 from tunewise.models.pooled_classifier import register_auto_class
 from tunewise.models.registry import read_checkpoint_hints, resolve_model
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
-from tunewise.reporting.run_folder import RUN_FILE, check_run_dir, start_run_dir
+from tunewise.reporting.run_folder import AUDIT_FOLDER, RUN_FILE, check_run_dir, start_run_dir
 from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
 from tunewise.serving.predictor import FineTunedModel, load, user_columns
 from tunewise.tasks import Task, make_task
+from tunewise.training.batching import balanced_class_weights
 from tunewise.training.loop import FitResult, fit, predict_logits
 from tunewise.training.optim import (
     resolve_batch_size,
@@ -87,6 +88,10 @@ def train(
         if split in frames:
             task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
     check_selection_metric(task, config)
+    check_balance(task, config)
+    audit = check_data(config, console) if config.audit.before_training else None
+    if config.data.dedupe:
+        frames["train"] = drop_leaked_rows(frames, task, config, console)
     data_sha256 = {split: file_fingerprint(path) for split, path in data_sources(config).items()}
     check_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
 
@@ -124,6 +129,8 @@ def train(
     if writer:
         start_run_dir(run_dir, overwrite=overwrite)
         (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        if audit is not None:
+            save_audit(audit, config, run_dir / AUDIT_FOLDER)
     record = {
         "requested_config": requested.model_dump(mode="json"),
         "status": "training",
@@ -157,6 +164,13 @@ def train(
         )
         return {**task.compute_metrics(logits, split.labels, loss), "loss": loss}
 
+    class_weights = sample_weights = None
+    if config.data.balance != "none":
+        labels = encoded["train"].labels
+        per_class = balanced_class_weights(labels, len(task.label_names))
+        class_weights, sample_weights = (
+            (per_class, None) if config.data.balance == "reweight" else (None, per_class[labels])
+        )
     result = fit(
         model,
         encoded["train"],
@@ -169,6 +183,8 @@ def train(
         resume=resume,
         show_progress=show_progress,
         console=console,
+        class_weights=class_weights,
+        sample_weights=sample_weights,
     )
     model = accelerator.unwrap_model(model)
 
@@ -236,6 +252,57 @@ def check_selection_metric(task: Task, config: RunConfig) -> None:
             f"train.early_stopping.metric {stopping.metric!r} is not reported for {task.name} "
             f"({task.problem_type}). Choose one of: {', '.join(available)}."
         )
+
+
+def check_balance(task: Task, config: RunConfig) -> None:
+    if config.data.balance != "none" and task.problem_type != "single_label":
+        raise ConfigError(
+            f"data.balance {config.data.balance} balances the classes of single-label classification; this data is "
+            f"{task.problem_type}. Set data.balance: none."
+        )
+
+
+def check_data(config: RunConfig, console: Console):
+    """The data check of `tunewise check`; errors stop the run before any model work."""
+    from tunewise.audit.runner import run_audit
+    from tunewise.audit.summary import print_audit
+
+    audit = run_audit(config)
+    summary = audit.to_dict()["summary"]
+    if not audit.passed():
+        print_audit(audit, console)
+        first = audit.by_severity("error")[0].message
+        raise DataError(
+            f"the data check found {summary['error']} error(s), listed above (first: {first}). Fix the data; for "
+            "leakage, data.dedupe: true drops the leaked rows from training. To train anyway, pass --skip-check "
+            "(audit.before_training: false)."
+        )
+    console.print(
+        f"data check: {summary['warning']} warning(s), {summary['note']} note(s); the full audit goes to "
+        f"{Path(config.output_dir) / AUDIT_FOLDER} (see `tunewise check` for the table)"
+    )
+    return audit
+
+
+def save_audit(audit, config: RunConfig, folder: Path) -> None:
+    """The run folder keeps the data check it trained after: audit.json, plots and the datasheet."""
+    from tunewise.audit.datasheet import write_datasheet
+    from tunewise.audit.runner import write_audit
+
+    write_audit(audit, folder)
+    write_datasheet(audit, config, folder / "datasheet.md")
+
+
+def drop_leaked_rows(frames: dict[str, pd.DataFrame], task: Task, config: RunConfig, console: Console) -> pd.DataFrame:
+    """data.dedupe: train without the rows whose text also stands in validation or test."""
+    from tunewise.audit.runner import leaked_train_rows
+
+    train = frames["train"]
+    leaked = leaked_train_rows(frames, task.text_columns, config)
+    if leaked:
+        train = train[~train["_row"].isin(leaked)].reset_index(drop=True)
+        console.print(f"data.dedupe: dropped {len(leaked)} training row(s) whose text is also in validation or test")
+    return train
 
 
 def resolve_auto_settings(config: RunConfig, hints, tokenizer) -> None:

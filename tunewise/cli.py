@@ -53,11 +53,15 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=1")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in output_dir.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last checkpoint.")] = False,
+    skip_check: Annotated[
+        bool, typer.Option("--skip-check", help="Train without the data check (audit.before_training: false).")
+    ] = False,
 ) -> None:
-    """Fine-tune a model as CONFIG describes and write the run folder."""
+    """Check the data, fine-tune a model as CONFIG describes, and write the run folder."""
     from tunewise.api import train as run_training
 
-    run = run_training(config, overrides=set_ or [], overwrite=overwrite, resume=resume, console=console)
+    overrides = [*(set_ or []), *(["audit.before_training=false"] if skip_check else [])]
+    run = run_training(config, overrides=overrides, overwrite=overwrite, resume=resume, console=console)
     console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
 
 

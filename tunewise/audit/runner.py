@@ -103,7 +103,8 @@ def _tokenizer(config: RunConfig):
 
 
 def check_duplicates(train: pd.DataFrame, text_columns: list[str], config: RunConfig, audit: Audit) -> None:
-    groups = exact_duplicates(train, text_columns, config.data.label_column)
+    label_column = config.data.label_column if config.data.label_column in train.columns else None
+    groups = exact_duplicates(train, text_columns, label_column)
     conflicts = [g for g in groups if g.conflicting]
     if groups:
         extra = sum(len(g.rows) - 1 for g in groups)
@@ -154,32 +155,49 @@ def check_duplicates(train: pd.DataFrame, text_columns: list[str], config: RunCo
         )
 
 
-def check_leakage(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig, audit: Audit) -> None:
-    for split in [s for s in frames if s != "train"]:
-        leaks = find_leakage(
+def leaks_by_split(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig) -> dict[str, list]:
+    """For each evaluation split, its rows whose text also stands (exactly or nearly) in train."""
+    return {
+        split: find_leakage(
             frames["train"],
             frames[split],
             text_columns,
             threshold=config.audit.near_duplicate_threshold,
             seed=config.train.seed,
         )
+        for split in frames
+        if split != "train"
+    }
+
+
+def check_leakage(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig, audit: Audit) -> None:
+    for split, leaks in leaks_by_split(frames, text_columns, config).items():
         if not leaks:
             continue
         exact = sum(leak.kind == "exact" for leak in leaks)
+        dropped = len({row for leak in leaks for row in leak.train_rows})
+        where = f"{split}: {len(leaks)} row(s) also stand in train ({exact} exactly, {len(leaks) - exact} nearly)"
         audit.add(
             Finding(
                 "leakage",
-                "error",
-                f"{split}: {len(leaks)} row(s) also stand in train ({exact} exactly, {len(leaks) - exact} nearly); "
-                "every "
-                f"{split} metric would be inflated by them.",
-                f"Remove these rows from {split} or from train (the same text must not be in both).",
+                "note" if config.data.dedupe else "error",
+                f"{where}; data.dedupe drops the {dropped} train row(s) involved from training."
+                if config.data.dedupe
+                else f"{where}; every {split} metric would be inflated by them.",
+                f"Remove these rows from {split} or from train (the same text must not be in both), or set "
+                "data.dedupe: true to drop them from training.",
                 split,
                 len(leaks),
                 [leak.row for leak in leaks],
                 {"leaks": [{"row": leak.row, "train_rows": leak.train_rows, "kind": leak.kind} for leak in leaks[:20]]},
             )
         )
+
+
+def leaked_train_rows(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig) -> set[int]:
+    """Row numbers of train rows whose text also stands, exactly or nearly, in validation or test."""
+    leaks = leaks_by_split(frames, text_columns, config).values()
+    return {row for split_leaks in leaks for leak in split_leaks for row in leak.train_rows}
 
 
 def check_label_noise(train: pd.DataFrame, text_columns: list[str], config: RunConfig, audit: Audit) -> None:

@@ -52,6 +52,17 @@ class DataConfig(Section):
         description="causal-lm only: pack several examples into each max_length row (no padding); position "
         "ids restart at every example, so attention never crosses from one example into the next.",
     )
+    balance: Literal["none", "reweight", "oversample"] = Field(
+        default="none",
+        description="Single-label classes of very different sizes: reweight (class-weighted loss, weights "
+        "n / (classes x class count)) or oversample (each epoch draws rows with those weights, with "
+        "replacement); none trains on the data as it is.",
+    )
+    dedupe: bool = Field(
+        default=False,
+        description="Drop from training the rows whose text also stands in validation or test, exactly or "
+        "nearly (the data check's leakage). Without it, leakage is an error that stops training.",
+    )
     token_cache: bool = Field(
         default=True,
         description="Keep tokenised data on disk (under $TUNEWISE_CACHE_DIR, default ~/.cache/tunewise), "
@@ -209,6 +220,11 @@ class TrainConfig(Section):
 
 
 class AuditConfig(Section):
+    before_training: bool = Field(
+        default=True,
+        description="Run the data check (tunewise check) before training, copy it into the run folder, and "
+        "stop on errors. `tunewise train --skip-check` turns it off for one run.",
+    )
     imbalance_warning_ratio: float = Field(
         default=10.0, gt=1, description="Warn when the largest class outnumbers the smallest by more than this."
     )

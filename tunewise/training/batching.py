@@ -37,11 +37,22 @@ class EncodedSplit:
 
 
 def length_grouped_batches(
-    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_factor: int = 50
+    lengths: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_factor: int = 50,
+    sample_weights: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """Shuffle, sort by length within groups of `group_factor` batches, then shuffle the batches."""
+    """Shuffle, sort by length within groups of `group_factor` batches, then shuffle the batches.
+
+    With `sample_weights` (oversampling) the epoch draws as many rows as the split holds, with
+    replacement, each with probability proportional to its weight."""
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
+    if sample_weights is None:
+        order = rng.permutation(len(lengths))
+    else:
+        order = rng.choice(len(lengths), size=len(lengths), replace=True, p=sample_weights / sample_weights.sum())
     group = batch_size * group_factor
     batches: list[np.ndarray] = []
     for start in range(0, len(order), group):
@@ -50,6 +61,13 @@ def length_grouped_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class weights n / (classes x class count), scikit-learn's "balanced": each class then
+    carries the same total weight, whatever its size."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return len(labels) / (n_classes * np.maximum(counts, 1.0))
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

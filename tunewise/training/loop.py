@@ -90,8 +90,13 @@ def fit(
     resume: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
+    class_weights: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> FitResult:
-    """Train `model` in place and leave the best weights (by the selection metric) in it."""
+    """Train `model` in place and leave the best weights (by the selection metric) in it.
+
+    `class_weights` weigh the training loss per class (data.balance: reweight; the validation loss
+    stays unweighted, so it compares across runs); `sample_weights` oversample rows (oversample)."""
     settings = config.train
     metric = settings.early_stopping.metric if settings.early_stopping else None
     pad_multiple = 8 if accelerator.device.type == "cuda" else 1
@@ -102,6 +107,9 @@ def fit(
     optimizer = build_optimizer(model, settings, config.strategy, float(settings.learning_rate))
     scheduler = build_scheduler(optimizer, settings, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
+    loss_weights = (
+        None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device)
+    )
     forward = model
     if settings.compile is True:
         forward = compiled_forward(accelerator.unwrap_model(model), train.fixed_shape, total_steps)
@@ -149,7 +157,9 @@ def fit(
 
     def epoch_batches(epoch: int) -> list[np.ndarray]:
         """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
-        batches = length_grouped_batches(train.lengths, settings.batch_size, settings.seed, epoch)
+        batches = length_grouped_batches(
+            train.lengths, settings.batch_size, settings.seed, epoch, sample_weights=sample_weights
+        )
         if settings.compile is True and train.fixed_shape:  # one shape, one static graph: drop the short batch
             batches = [batch for batch in batches if len(batch) == settings.batch_size] or batches
         share = len(batches) // accelerator.num_processes if accelerator.num_processes > 1 else len(batches)
@@ -190,7 +200,10 @@ def fit(
             for indices in batches[state.batch_in_epoch :]:
                 batch = to_device(collate(train, indices, pad_token_id, pad_multiple), accelerator.device)
                 with accelerator.autocast():
-                    loss = forward(**batch).loss
+                    if loss_weights is None:
+                        loss = forward(**batch).loss
+                    else:
+                        loss = weighted_loss(forward, batch, loss_weights)
                 accelerator.backward(loss / settings.gradient_accumulation)
                 running_loss += loss.detach()
                 running_batches += 1
@@ -265,6 +278,17 @@ def fit(
         best_validation=best,
         peak_memory_mb=peak_memory_mb(accelerator),
     )
+
+
+def weighted_loss(forward: nn.Module, batch: dict[str, torch.Tensor], class_weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with each row weighted by its class, averaged over the rows of the batch.
+
+    Not cross_entropy(weight=...): that divides by the batch's summed weights, so a batch without a
+    minority row counts as much as one with it, and most batches of a 19:1 set have none (measured:
+    minority recall stayed at 0). The mean over rows is the balanced risk, as oversampling is."""
+    labels = batch.pop("labels")
+    losses = nn.functional.cross_entropy(forward(**batch).logits.float(), labels, reduction="none")
+    return (losses * class_weights[labels]).mean()
 
 
 def compiled_forward(model: nn.Module, fixed_shape: bool, total_steps: int) -> nn.Module:
