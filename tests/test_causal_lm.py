@@ -156,3 +156,13 @@ def test_a_bf16_checkpoint_trains_with_float32_master_weights(tmp_path: Path, ti
     task = make_task(load_config(lm_config(tmp_path, tmp_path / "bf16", {"train": "unused.jsonl"})))
     model = task.build_model(resolve_model(str(tmp_path / "bf16")), None, "auto")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_the_data_check_runs_on_unlabelled_text(tmp_path: Path, tiny_gpt2_dir: Path, lm_data: dict) -> None:
+    """No label column: balance and label noise are skipped, duplicates and leakage still found."""
+    from tunewise.audit.runner import run_audit
+
+    audit = run_audit(load_config(lm_config(tmp_path, tiny_gpt2_dir, lm_data)))
+    checks = {finding.check for finding in audit.findings}
+    assert {"duplicates", "leakage"} <= checks  # the template texts repeat within and across splits
+    assert "label_noise" not in checks and "class_counts" not in audit.statistics["train"]
