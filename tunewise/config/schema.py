@@ -253,6 +253,20 @@ class AuditConfig(Section):
     )
 
 
+class CardConfig(Section):
+    intended_use: str | None = Field(
+        default=None,
+        description="Who should use the model, for what (model card: intended use). Left empty, the card says "
+        "plainly that the author has not stated it.",
+    )
+    out_of_scope: str | None = Field(
+        default=None,
+        description="Uses the model is not meant for (model card: out-of-scope uses); empty: the card says so.",
+    )
+    authors: str | None = Field(default=None, description="Who trained the model (model card: model details).")
+    license: str | None = Field(default=None, description="The model's licence (model card: model details).")
+
+
 class RunConfig(Section):
     """A whole run: what to fine-tune, on which data, how, and where the results go."""
 
@@ -270,6 +284,9 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation and schedule.")
     audit: AuditConfig = Field(
         default_factory=AuditConfig, description="Thresholds of the data check (tunewise check)."
+    )
+    card: CardConfig = Field(
+        default_factory=CardConfig, description="What the model card says that only its author knows."
     )
     output_dir: str = Field(
         default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints."
