@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
@@ -89,9 +90,12 @@ def train(
             task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
     check_selection_metric(task, config)
     check_balance(task, config)
+    fairness_split = check_fairness(task, config, frames)
     audit = check_data(config, console) if config.audit.before_training else None
     if config.data.dedupe:
         frames["train"] = drop_leaked_rows(frames, task, config, console)
+    if config.fairness.augment:
+        frames["train"] = augment_training_rows(frames["train"], config, console)
     data_sha256 = {split: file_fingerprint(path) for split, path in data_sources(config).items()}
     check_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
 
@@ -164,13 +168,7 @@ def train(
         )
         return {**task.compute_metrics(logits, split.labels, loss), "loss": loss}
 
-    class_weights = sample_weights = None
-    if config.data.balance != "none":
-        labels = encoded["train"].labels
-        per_class = balanced_class_weights(labels, len(task.label_names))
-        class_weights, sample_weights = (
-            (per_class, None) if config.data.balance == "reweight" else (None, per_class[labels])
-        )
+    class_weights, sample_weights = training_weights(task, config, encoded["train"], frames["train"])
     result = fit(
         model,
         encoded["train"],
@@ -194,6 +192,11 @@ def train(
         return Run(run_dir, config, metrics, result.state.history, FineTunedModel(model, tokenizer, task, config))
     model = save_model(model, task, tokenizer, run_dir)
     write_outputs(run_dir, metrics, predictions, result, task)
+    if fairness_split is not None:
+        fine_tuned = FineTunedModel(model, tokenizer, task, config)
+        report = measure_fairness(fine_tuned, frames, fairness_split, config)
+        write_json(run_dir / "fairness.json", report)
+        console.print(fairness_summary(report))
     record.update(
         status="finished",
         metrics=metrics,
@@ -260,6 +263,103 @@ def check_balance(task: Task, config: RunConfig) -> None:
             f"data.balance {config.data.balance} balances the classes of single-label classification; this data is "
             f"{task.problem_type}. Set data.balance: none."
         )
+
+
+def check_fairness(task: Task, config: RunConfig, frames: dict[str, pd.DataFrame]) -> str | None:
+    """The split fairness is measured on (test, else validation), or None when it does not apply;
+    a group column the data lacks is an error now, not after training."""
+    fairness = config.fairness
+    mitigations = fairness.group_column or fairness.augment or fairness.reweight_groups or fairness.threshold_optimizer
+    applies = task.name == "text-classification" and task.problem_type == "single_label"
+    applies = applies and not config.data.text_pair_column
+    if not applies:
+        if mitigations:
+            raise ConfigError(
+                "fairness settings (group_column, augment, reweight_groups, threshold_optimizer) apply to "
+                "single-label classification of one text column; remove them for this task."
+            )
+        return None
+    if not fairness.enabled:
+        return None
+    split = "test" if "test" in frames else "validation"
+    column = fairness.group_column
+    needed = {split: column is not None, "train": fairness.reweight_groups, "validation": fairness.threshold_optimizer}
+    if fairness.threshold_optimizer and "test" not in frames:
+        raise ConfigError("fairness.threshold_optimizer fits on validation and is judged on test: add data.test.")
+    if (fairness.reweight_groups or fairness.threshold_optimizer) and column is None:
+        raise ConfigError("fairness.reweight_groups and threshold_optimizer need fairness.group_column.")
+    for name, required in needed.items():
+        if required and column not in frames[name].columns:
+            source = getattr(config.data, name) or f"{config.data.train} (held out)"
+            raise DataError(
+                f"{source}: fairness.group_column {column!r} is not a column of the {name} data. Add it "
+                f"(one group per row, e.g. gender) or correct the name; columns: "
+                f"{', '.join(c for c in frames[name].columns if c != '_row')}."
+            )
+    return split
+
+
+def augment_training_rows(train: pd.DataFrame, config: RunConfig, console: Console) -> pd.DataFrame:
+    from tunewise.evaluation.fairness import augment_counterfactual
+
+    augmented = augment_counterfactual(train, config.data.text_column, config.fairness.counterfactual_pairs)
+    console.print(f"fairness.augment: {len(augmented) - len(train)} counterfactual copies added to training")
+    return augmented
+
+
+def training_weights(task: Task, config: RunConfig, train, frame: pd.DataFrame) -> tuple:
+    """(class weights for the loss, per-row sampling weights) from data.balance and fairness.reweight_groups."""
+    class_weights = sample_weights = None
+    if config.data.balance != "none":
+        per_class = balanced_class_weights(train.labels, len(task.label_names))
+        if config.data.balance == "reweight":
+            class_weights = per_class
+        else:
+            sample_weights = per_class[train.labels]
+    if config.fairness.reweight_groups:
+        from tunewise.evaluation.fairness import group_label_weights
+
+        weights = group_label_weights(frame[config.fairness.group_column], frame[config.data.label_column])
+        sample_weights = weights if sample_weights is None else sample_weights * weights
+    return class_weights, sample_weights
+
+
+def measure_fairness(model: FineTunedModel, frames: dict[str, pd.DataFrame], split: str, config: RunConfig) -> dict:
+    """fairness.json: group, identity-term and counterfactual views on `split`, and mitigation effects."""
+    from tunewise.evaluation.fairness import fairness_report, threshold_optimizer_effect
+
+    fairness, column = config.fairness, config.fairness.group_column
+    frame = frames[split]
+    texts = frame[config.data.text_column].astype(str).tolist()
+    probabilities = model.probabilities(texts)
+    labels = np.array([model.task.label_names.index(str(v)) for v in model.task.normalised_labels(frame)])
+    report = fairness_report(
+        fairness,
+        texts,
+        labels,
+        probabilities,
+        model.task.label_names,
+        frame[column] if column else None,
+        model.probabilities,
+        seed=config.train.seed,
+    )
+    report["split"] = split
+    if fairness.threshold_optimizer and report.get("positive_label") is not None:
+        positive = model.task.label_names.index(report["positive_label"])
+        views = []
+        for name in ("validation", "test"):
+            part = frames[name]
+            scores = model.probabilities(part[config.data.text_column].astype(str).tolist())[:, positive]
+            truth = np.array([label == report["positive_label"] for label in model.task.normalised_labels(part)])
+            views.append((scores, truth.astype(int), part[column]))
+        report["threshold_optimizer"] = threshold_optimizer_effect(views[0], views[1], seed=config.train.seed)
+    return report
+
+
+def fairness_summary(report: dict) -> str:
+    failing = [c for c in report["checks"] if c["status"] != "pass"]
+    details = "; ".join(f"{c['figure']} {c['value']:.3f} > {c[c['status']]}" for c in failing[:3])
+    return f"fairness ({report['split']}): {report['status']}" + (f" - {details}" if details else "")
 
 
 def check_data(config: RunConfig, console: Console):

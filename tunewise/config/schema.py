@@ -7,9 +7,12 @@ checks that need the model or the data live in `tunewise.config.checks`.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunewise.config.identity_terms import COUNTERFACTUAL_PAIRS, IDENTITY_TERMS
 
 
 class Section(BaseModel):
@@ -253,6 +256,72 @@ class AuditConfig(Section):
     )
 
 
+class Threshold(Section):
+    warn: float = Field(ge=0, description="Above this the figure is a warning.")
+    fail: float = Field(ge=0, description="Above this the figure fails the run's fairness check.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.warn > self.fail:
+            raise ValueError("warn must not exceed fail")
+        return self
+
+
+DEFAULT_FAIRNESS_THRESHOLDS = {
+    "demographic_parity_difference": {"warn": 0.1, "fail": 0.2},
+    "equalized_odds_difference": {"warn": 0.1, "fail": 0.2},
+    "counterfactual_flip_rate": {"warn": 0.02, "fail": 0.05},
+    "counterfactual_probability_change": {"warn": 0.05, "fail": 0.1},
+    "identity_auc_gap": {"warn": 0.05, "fail": 0.1},
+}
+
+
+class FairnessConfig(Section):
+    enabled: bool = Field(
+        default=True,
+        description="Measure fairness after training, on the test split (else validation): single-label "
+        "classification of one text column. Written to fairness.json and the report.",
+    )
+    group_column: str | None = Field(
+        default=None,
+        description="A sensitive attribute in the evaluation data (e.g. gender): per-group accuracy, F1, TPR, "
+        "FPR and selection rate with bootstrap intervals, demographic parity and equalized odds.",
+    )
+    positive_label: str | None = Field(
+        default=None, description="The positive class for rates and AUCs; null: the second of two classes."
+    )
+    identity_terms: dict[str, dict[str, list[str]]] = Field(
+        default_factory=lambda: copy.deepcopy(IDENTITY_TERMS),
+        description="category -> identity -> words, for subgroup, BPSN and BNSP AUCs on texts that mention "
+        "each identity (no group column needed). Default: gender, religion, race/ethnicity, sexual "
+        "orientation, disability and age.",
+    )
+    counterfactual_pairs: list[tuple[str, str]] = Field(
+        default_factory=lambda: list(COUNTERFACTUAL_PAIRS),
+        description="Word pairs swapped in evaluation texts (woman <-> man, ...) to measure how far the "
+        "prediction moves when only the identity changes.",
+    )
+    augment: bool = Field(
+        default=False,
+        description="Mitigation: counterfactual data augmentation. Every training text holding a pair's word "
+        "is added again with the word swapped, same label.",
+    )
+    reweight_groups: bool = Field(
+        default=False,
+        description="Mitigation: draw training rows with weights 1 / (rows of their group x label), so every "
+        "group-label cell weighs the same. Needs group_column in the training data.",
+    )
+    threshold_optimizer: bool = Field(
+        default=False,
+        description="Mitigation: fairlearn's ThresholdOptimizer (demographic parity) fitted on validation "
+        "with group_column, applied to test; reported before and after.",
+    )
+    thresholds: dict[str, Threshold] = Field(
+        default_factory=lambda: {k: Threshold(**v) for k, v in DEFAULT_FAIRNESS_THRESHOLDS.items()},
+        description="warn/fail limits per figure: " + ", ".join(DEFAULT_FAIRNESS_THRESHOLDS) + ".",
+    )
+
+
 class CardConfig(Section):
     intended_use: str | None = Field(
         default=None,
@@ -284,6 +353,9 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation and schedule.")
     audit: AuditConfig = Field(
         default_factory=AuditConfig, description="Thresholds of the data check (tunewise check)."
+    )
+    fairness: FairnessConfig = Field(
+        default_factory=FairnessConfig, description="Fairness measurements and mitigation (single-label text)."
     )
     card: CardConfig = Field(
         default_factory=CardConfig, description="What the model card says that only its author knows."

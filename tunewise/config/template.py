@@ -6,10 +6,12 @@ Generated rather than hand-written so the template can never drift from what the
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from tunewise.config.schema import RunConfig
 
@@ -35,12 +37,14 @@ def _emit(model: type[BaseModel], starter: dict, lines: list[str], indent: int) 
             lines.append(f"{pad}{name}:")
             _emit(section, starter.get(name, {}), lines, indent + 2)
             continue
-        value = starter.get(name, field.get_default(call_default_factory=True))
+        value = to_jsonable_python(starter.get(name, field.get_default(call_default_factory=True)))
         rendered = yaml.safe_dump({name: value}, default_flow_style=True, width=1000).strip()[1:-1]
         lines.append(f"{pad}{rendered}")
     lines.append("")
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    """The section model of a field (`X` or `X | None`); containers of models (dicts, lists) are values."""
+    union = get_origin(annotation) in (Union, UnionType)
+    candidates = [annotation, *(get_args(annotation) if union else ())]
     return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)

@@ -69,6 +69,11 @@ class FineTunedModel:
             frame = pd.DataFrame({data.text_column: texts})
         return frame
 
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities for raw texts, one row per text (classification models)."""
+        logits, _ = self._logits(self.task.encode(self.text_frame(texts), self.tokenizer, self.max_length))
+        return self.task.probabilities(logits)
+
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         if not self.task.keeps_logits:  # generative tasks answer with text, not with scores
             return self.task.generate(self.model, self.tokenizer, frame, self.max_length)

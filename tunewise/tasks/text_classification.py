@@ -94,6 +94,10 @@ class TextClassificationTask:
                 f"those labels or remove these rows. Training labels: {', '.join(self.label_names)}."
             )
 
+    def normalised_labels(self, frame: pd.DataFrame) -> list[str]:
+        """A single-label frame's labels as class names (1, 1.0 and "1" are the same class)."""
+        return [normalise_label(value) for value in frame[self.data.label_column]]
+
     def stratifies(self) -> bool:
         return self.problem_type == "single_label"
 
