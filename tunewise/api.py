@@ -8,8 +8,10 @@ Every check that can fail does so before the first training step.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,14 @@ from tunewise.config.loading import dump_config, load_config
 from tunewise.config.schema import RunConfig
 from tunewise.data.readers import file_fingerprint
 from tunewise.data.splits import split_train_validation
-from tunewise.errors import ConfigError, DataError
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.evaluation.metrics import format_metrics_table
+from tunewise.evaluation.privacy import audit_privacy
 from tunewise.models.pooled_classifier import register_auto_class
 from tunewise.models.registry import read_checkpoint_hints, resolve_model
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
+from tunewise.reporting.report import rebuild as rebuild_report
 from tunewise.reporting.run_folder import AUDIT_FOLDER, RUN_FILE, check_run_dir, start_run_dir
 from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
 from tunewise.serving.predictor import FineTunedModel, load, user_columns
@@ -45,6 +49,7 @@ from tunewise.training.optim import (
     resolve_learning_rate,
     steps_per_epoch,
 )
+from tunewise.training.privacy import check_private_training, plan_privacy
 
 MAX_AUTO_LENGTH = 512
 EVAL_BATCH_SIZE = 128
@@ -90,6 +95,7 @@ def train(
             task.check_split(frames[split], split, getattr(config.data, split) or f"{config.data.train} (held out)")
     check_selection_metric(task, config)
     check_balance(task, config)
+    check_private_training(config, task.name, task.problem_type)
     fairness_split = check_fairness(task, config, frames)
     audit = check_data(config, console) if config.audit.before_training else None
     if config.data.dedupe:
@@ -121,9 +127,18 @@ def train(
     config.train.learning_rate = resolve_learning_rate(config.train, config.strategy)
     steps = steps_per_epoch(len(encoded["train"]), config.train, accelerator.num_processes)
     config.train.epochs = resolve_epochs(config.train, steps)
-    config.train.compile = resolve_compile(
+    config.train.compile = config.privacy.dp is None and resolve_compile(
         config.train, device_type, accelerator.num_processes, steps, encoded["train"].fixed_shape
     )
+    privacy = None
+    if config.privacy.dp is not None:
+        total_steps = max(math.ceil(config.train.epochs * steps), 1)  # as the training loop counts them
+        privacy = plan_privacy(config.privacy.dp, len(encoded["train"]), config.train.batch_size, total_steps)
+        console.print(
+            f"DP-SGD: epsilon {privacy.epsilon:g}, delta {privacy.delta:g}, noise multiplier "
+            f"{privacy.noise_multiplier:.3f}, sample rate {privacy.sample_rate:.4f}, {privacy.planned_steps} steps "
+            f"({privacy.accountant} accountant)"
+        )
     set_seed(config.train.seed)
     model = task.build_model(source, hints, config.strategy.pooling)
     model = apply_strategy(model, config.strategy)
@@ -183,6 +198,7 @@ def train(
         console=console,
         class_weights=class_weights,
         sample_weights=sample_weights,
+        privacy=privacy,
     )
     model = accelerator.unwrap_model(model)
 
@@ -213,7 +229,16 @@ def train(
         train_samples_per_second=round(result.state.samples_seen / max(result.state.train_seconds, 1e-9), 2),
         peak_memory_mb=round(result.peak_memory_mb, 1),
     )
+    if privacy is not None:
+        record["privacy"] = privacy.record(result.state.step)
+    record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(run_dir / RUN_FILE, record)
+    if task.name == "text-classification":
+        try:
+            console.print(privacy_summary(audit_privacy(run_dir, seed=config.train.seed)))
+        except TunewiseError as error:  # the model is trained and saved: say why, never lose the run
+            console.print(f"[yellow]privacy audit skipped:[/] {error}")
+    rebuild_report(run_dir)
     console.print(format_metrics_table(metrics, title=f"{run_dir} - best step {result.state.best_step}"))
     fine_tuned = FineTunedModel(model, tokenizer, task, config)
     return Run(run_dir=run_dir, config=config, metrics=metrics, history=result.state.history, model=fine_tuned)
@@ -362,6 +387,16 @@ def fairness_summary(report: dict) -> str:
     return f"fairness ({report['split']}): {report['status']}" + (f" - {details}" if details else "")
 
 
+def privacy_summary(leakage: dict) -> str:
+    text = (
+        f"membership inference: AUC {leakage['auc']:.3f} (95 % CI {leakage['auc_ci95'][0]:.3f}-"
+        f"{leakage['auc_ci95'][1]:.3f}; 0.5 = nothing learnt about who was in training)"
+    )
+    if "within_dp_bound" in leakage:
+        text += f"; {'within' if leakage['within_dp_bound'] else 'BEYOND'} what epsilon allows"
+    return text
+
+
 def check_data(config: RunConfig, console: Console):
     """The data check of `tunewise check`; errors stop the run before any model work."""
     from tunewise.audit.runner import run_audit
@@ -416,6 +451,8 @@ def resolve_auto_settings(config: RunConfig, hints, tokenizer) -> None:
 
 def mixed_precision(config: RunConfig) -> str:
     precision = config.train.precision
+    if config.privacy.dp is not None:
+        return "no"  # Opacus's per-example gradients are fp32 (bf16/fp16 refused before)
     if precision == "auto":
         if not torch.cuda.is_available():
             return "no"

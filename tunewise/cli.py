@@ -153,6 +153,38 @@ def check(
 
 
 @app.command()
+@user_errors
+def report(run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")]) -> None:
+    """Rebuild the run's report.html and model_card.md from its folder (after editing the config's card)."""
+    from tunewise.reporting.report import rebuild
+
+    page, card = rebuild(run)
+    console.print(f"[green]wrote[/] {page} and {card}")
+
+
+audit_app = typer.Typer(help="Audits of a trained model.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("privacy")
+@user_errors
+def audit_privacy_command(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")],
+    seed: Annotated[int, typer.Option(help="Seed for the subsampling and the bootstrap.")] = 0,
+) -> None:
+    """Membership inference on a trained classifier: can its losses tell training rows from unseen ones?"""
+    from tunewise.api import privacy_summary
+    from tunewise.evaluation.privacy import audit_privacy
+    from tunewise.reporting.report import rebuild
+
+    result = audit_privacy(run, seed=seed)
+    console.print(privacy_summary(result))
+    console.print(f"members: {result['member_data']}\nnon-members: {result['non_member_data']}")
+    rebuild(run)
+    console.print(f"[green]wrote[/] {run / 'privacy.json'}; report.html and model_card.md updated")
+
+
+@app.command()
 def init() -> None:
     """Print a commented starting config: every field, its default and what it does."""
     from tunewise.config.template import commented_template

@@ -322,6 +322,33 @@ class FairnessConfig(Section):
     )
 
 
+class DPConfig(Section):
+    epsilon: float = Field(default=8.0, gt=0, description="Privacy budget epsilon for the whole run (1-10 is usual).")
+    delta: float | Literal["auto"] = Field(
+        default="auto", description="Privacy delta; auto: the largest power of ten at or below 1 / (10 x rows)."
+    )
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, description="Each example's gradient is clipped to this norm before noise is added."
+    )
+    accountant: Literal["prv", "rdp"] = Field(
+        default="prv", description="Opacus privacy accountant: prv (tightest) or rdp (Renyi DP)."
+    )
+    max_physical_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Split each sampled batch into pieces of at most this many rows (Opacus's "
+        "BatchMemoryManager mechanism), so train.batch_size can exceed memory; null: no split.",
+    )
+
+
+class PrivacyConfig(Section):
+    dp: DPConfig | None = Field(
+        default=None,
+        description="Differentially private fine-tuning (DP-SGD with Opacus): per-example clipping, Gaussian "
+        "noise, Poisson-sampled batches. null: ordinary training. Text classification, all strategies.",
+    )
+
+
 class CardConfig(Section):
     intended_use: str | None = Field(
         default=None,
@@ -356,6 +383,9 @@ class RunConfig(Section):
     )
     fairness: FairnessConfig = Field(
         default_factory=FairnessConfig, description="Fairness measurements and mitigation (single-label text)."
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="Differential privacy of the training itself."
     )
     card: CardConfig = Field(
         default_factory=CardConfig, description="What the model card says that only its author knows."

@@ -33,6 +33,12 @@ def _emit(model: type[BaseModel], starter: dict, lines: list[str], indent: int) 
         for line in textwrap.wrap(field.description or "", width=96 - indent):
             lines.append(f"{pad}# {line}")
         section = _section_type(field.annotation)
+        if section is not None and field.default is None and name not in starter:  # an optional section, off
+            example = to_jsonable_python(section())
+            rendered = yaml.safe_dump(example, default_flow_style=True, width=1000).strip()
+            lines.append(f"{pad}# to turn it on: {name}: {rendered}")
+            lines.append(f"{pad}{name}: null")
+            continue
         if section is not None:
             lines.append(f"{pad}{name}:")
             _emit(section, starter.get(name, {}), lines, indent + 2)

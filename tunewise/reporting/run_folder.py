@@ -24,6 +24,10 @@ ARTIFACTS = (
     "metrics.json",
     "history.jsonl",
     "predictions.csv",
+    "fairness.json",
+    "privacy.json",
+    "report.html",
+    "model_card.md",
     RUN_FILE,
 )
 

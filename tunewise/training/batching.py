@@ -76,10 +76,19 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(split: EncodedSplit, indices: np.ndarray, pad_token_id: int, pad_to_multiple_of: int = 1) -> dict:
+def collate(
+    split: EncodedSplit,
+    indices: np.ndarray,
+    pad_token_id: int,
+    pad_to_multiple_of: int = 1,
+    per_row_positions: bool = False,
+    token_types: bool = False,
+) -> dict:
     """Pad the rows `indices` to their longest length; labels that are sequences pad with LABEL_PAD.
 
-    Padded position ids are 0, which starts a new (ignored) example in a packed row."""
+    Padded position ids are 0, which starts a new (ignored) example in a packed row. DP-SGD needs
+    `per_row_positions` (position ids, and with `token_types` token-type ids, as full [rows, length]
+    tensors: Opacus computes each row's embedding gradients from its own ids)."""
     longest = int(split.lengths[indices].max())
     if pad_to_multiple_of > 1:
         longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
@@ -91,6 +100,10 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_token_id: int, pad_to_
         batch["attention_mask"] = (
             torch.arange(longest).unsqueeze(0) < torch.from_numpy(split.lengths[indices]).unsqueeze(1)
         ).long()
+    if per_row_positions and "position_ids" not in batch:
+        batch["position_ids"] = torch.arange(longest).expand(len(indices), longest).contiguous()
+    if token_types and "token_type_ids" not in batch:
+        batch["token_type_ids"] = torch.zeros(len(indices), longest, dtype=torch.long)
     if split.labels is not None:
         batch["labels"] = _labels(split.labels, indices, longest)
     return batch

@@ -44,6 +44,7 @@ from tunewise.training.checkpointing import (
     trainable_state,
 )
 from tunewise.training.optim import batches_per_process, build_optimizer, build_scheduler, steps_per_epoch
+from tunewise.training.privacy import PrivacyPlan, make_private, poisson_batches, private_backward
 
 LOG_EVERY = 10  # optimizer steps between log lines
 FLUSH_EVERY = 10  # log lines whose losses are read from the device together
@@ -92,11 +93,14 @@ def fit(
     console: Console | None = None,
     class_weights: np.ndarray | None = None,
     sample_weights: np.ndarray | None = None,
+    privacy: PrivacyPlan | None = None,
 ) -> FitResult:
     """Train `model` in place and leave the best weights (by the selection metric) in it.
 
     `class_weights` weigh the training loss per class (data.balance: reweight; the validation loss
-    stays unweighted, so it compares across runs); `sample_weights` oversample rows (oversample)."""
+    stays unweighted, so it compares across runs); `sample_weights` oversample rows (oversample).
+    `privacy` trains with DP-SGD (tunewise.training.privacy): Poisson-sampled batches, per-example
+    clipping and noise instead of the usual batches and gradient clipping."""
     settings = config.train
     metric = settings.early_stopping.metric if settings.early_stopping else None
     pad_multiple = 8 if accelerator.device.type == "cuda" else 1
@@ -106,19 +110,27 @@ def fit(
 
     optimizer = build_optimizer(model, settings, config.strategy, float(settings.learning_rate))
     scheduler = build_scheduler(optimizer, settings, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if privacy is None:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:  # Opacus's hooks and optimizer replace Accelerate's wrappers: one process, fp32
+        model, optimizer = make_private(model.to(accelerator.device), optimizer, privacy, settings.batch_size)
+
+    def bare() -> nn.Module:
+        """The model itself, without Accelerate's or Opacus's wrapper (for its weights)."""
+        return model._module if privacy is not None else accelerator.unwrap_model(model)
+
     loss_weights = (
         None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device)
     )
     forward = model
     if settings.compile is True:
-        forward = compiled_forward(accelerator.unwrap_model(model), train.fixed_shape, total_steps)
+        forward = compiled_forward(bare(), train.fixed_shape, total_steps)
 
     state = TrainingState()
     checkpoint_dir = run_dir / "checkpoints"
     best_weights: dict[str, torch.Tensor] | None = None
     if resume and (saved := load_latest_checkpoint(checkpoint_dir)) is not None:
-        load_trainable_state(accelerator.unwrap_model(model), saved["model"])
+        load_trainable_state(bare(), saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng_state(saved["rng"])
@@ -150,13 +162,15 @@ def fit(
         if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
             state.best_metric, state.best_step = value, state.step
             state.evaluations_without_improvement = 0
-            best_weights = trainable_state(accelerator.unwrap_model(model))
+            best_weights = trainable_state(bare())
             return False
         state.evaluations_without_improvement += 1
         return state.evaluations_without_improvement >= settings.early_stopping.patience
 
     def epoch_batches(epoch: int) -> list[np.ndarray]:
         """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
+        if privacy is not None:
+            return poisson_batches(len(train), privacy.sample_rate, batches_per_epoch, settings.seed, epoch)
         batches = length_grouped_batches(
             train.lengths, settings.batch_size, settings.seed, epoch, sample_weights=sample_weights
         )
@@ -198,13 +212,16 @@ def fit(
         while state.step < total_steps and not state.stopped_early:
             batches = epoch_batches(state.epoch)
             for indices in batches[state.batch_in_epoch :]:
-                batch = to_device(collate(train, indices, pad_token_id, pad_multiple), accelerator.device)
-                with accelerator.autocast():
-                    if loss_weights is None:
-                        loss = forward(**batch).loss
-                    else:
-                        loss = weighted_loss(forward, batch, loss_weights)
-                accelerator.backward(loss / settings.gradient_accumulation)
+                if privacy is not None:
+                    loss = private_backward(model, optimizer, train, indices, pad_token_id, accelerator.device, privacy)
+                else:
+                    batch = to_device(collate(train, indices, pad_token_id, pad_multiple), accelerator.device)
+                    with accelerator.autocast():
+                        if loss_weights is None:
+                            loss = forward(**batch).loss
+                        else:
+                            loss = weighted_loss(forward, batch, loss_weights)
+                    accelerator.backward(loss / settings.gradient_accumulation)
                 running_loss += loss.detach()
                 running_batches += 1
                 state.batch_in_epoch += 1
@@ -212,7 +229,7 @@ def fit(
                 at_boundary = state.batch_in_epoch % settings.gradient_accumulation == 0
                 if not at_boundary and state.batch_in_epoch < len(batches):
                     continue
-                if settings.max_grad_norm:
+                if settings.max_grad_norm and privacy is None:  # DP-SGD clips each example instead
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
@@ -244,12 +261,11 @@ def fit(
                     state.unlogged_loss, state.unlogged_batches = running_loss.item(), running_batches
                     _checkpoint(
                         checkpoint_dir,
-                        model,
+                        bare(),
                         optimizer,
                         scheduler,
                         state,
                         best_weights,
-                        accelerator,
                         settings.keep_last,
                     )
                 if state.stopped_early or state.step >= total_steps:
@@ -257,6 +273,14 @@ def fit(
             if state.batch_in_epoch >= len(batches):  # the epoch is complete
                 state.epoch += 1
                 state.batch_in_epoch = 0
+                if privacy is not None:
+                    flush_logs()
+                    spent = privacy.spent(state.step)
+                    state.history.append(
+                        {"step": state.step, "epoch": state.epoch, "split": "privacy", "epsilon": spent}
+                    )
+                    if show_progress and accelerator.is_main_process:
+                        progress.console.print(f"epoch {state.epoch}: privacy spent epsilon {spent:.3f}")
                 if settings.eval_every == "epoch" and not state.stopped_early:
                     last_eval_step = state.step
                     state.stopped_early = run_evaluation()
@@ -265,7 +289,9 @@ def fit(
     if last_eval_step != state.step:
         run_evaluation()
     state.train_seconds = train_seconds_now()
-    unwrapped = accelerator.unwrap_model(model)
+    if privacy is not None:
+        model.remove_hooks()  # evaluation and saving after training need no per-example gradients
+    unwrapped = bare()
     if best_weights is not None and state.best_step != state.step:
         load_trainable_state(unwrapped, best_weights)
     best = next(
@@ -309,9 +335,9 @@ def compiled_forward(model: nn.Module, fixed_shape: bool, total_steps: int) -> n
     return compile_regions(model, dynamic=not fixed_shape)
 
 
-def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, accelerator, keep_last) -> None:
+def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, keep_last) -> None:
     payload = {
-        "model": trainable_state(accelerator.unwrap_model(model)),
+        "model": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(),
