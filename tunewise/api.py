@@ -306,6 +306,11 @@ def check_fairness(task: Task, config: RunConfig, frames: dict[str, pd.DataFrame
         return None
     if not fairness.enabled:
         return None
+    if fairness.positive_label is not None and fairness.positive_label not in task.label_names:
+        raise ConfigError(
+            f"fairness.positive_label {fairness.positive_label!r} is not a label of this data; choose one of: "
+            f"{', '.join(task.label_names)}."
+        )
     split = "test" if "test" in frames else "validation"
     column = fairness.group_column
     needed = {split: column is not None, "train": fairness.reweight_groups, "validation": fairness.threshold_optimizer}
