@@ -21,7 +21,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
-from transformers import AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from tunewise.config.loading import dump_config, load_config
@@ -32,7 +31,7 @@ from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.evaluation.metrics import format_metrics_table
 from tunewise.evaluation.privacy import audit_privacy
 from tunewise.models.pooled_classifier import register_auto_class
-from tunewise.models.registry import read_checkpoint_hints, resolve_model
+from tunewise.models.registry import read_checkpoint_hints
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
 from tunewise.reporting.report import rebuild as rebuild_report
@@ -106,9 +105,9 @@ def train(
     check_run_dir(run_dir, requested.model_dump(mode="json"), data_sha256, overwrite=overwrite, resume=resume)
 
     # --- model and strategy ---
-    source = resolve_model(config.model)
+    source = task.resolve_source(config.model)
     hints = read_checkpoint_hints(source)
-    tokenizer = AutoTokenizer.from_pretrained(source.location)
+    tokenizer = task.load_tokenizer(source)
     resolve_auto_settings(config, hints, tokenizer)
     accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
 
@@ -116,7 +115,7 @@ def train(
     encode_started = time.perf_counter()
     max_length = int(config.data.max_length)
     encoded = {
-        split: task.encode(frame, tokenizer, max_length, use_cache=config.data.token_cache)
+        split: task.encode(frame, tokenizer, max_length, use_cache=config.data.token_cache, training=split == "train")
         for split, frame in frames.items()
     }
     encode_seconds = time.perf_counter() - encode_started
@@ -168,7 +167,7 @@ def train(
         write_json(run_dir / RUN_FILE, record)
 
     # --- train ---
-    pad_token_id = tokenizer.pad_token_id or 0
+    pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
     console.print(
         f"[bold]tunewise[/] {task.name} ({task.problem_type}"
         f"{f', {len(task.label_names)} labels' if task.label_names else ''}) on {config.model}: "
@@ -181,7 +180,7 @@ def train(
         logits, loss = predict_logits(
             model_to_score, split, EVAL_BATCH_SIZE, accelerator.device, pad_token_id, task.keeps_logits
         )
-        return {**task.compute_metrics(logits, split.labels, loss), "loss": loss}
+        return {**task.compute_metrics(logits, split, loss), "loss": loss}
 
     class_weights, sample_weights = training_weights(task, config, encoded["train"], frames["train"])
     result = fit(
@@ -478,10 +477,10 @@ def final_evaluation(task, model, encoded, frames, accelerator, pad_token_id) ->
             model, encoded[split], EVAL_BATCH_SIZE, accelerator.device, pad_token_id, task.keeps_logits
         )
         if split == "validation":
-            task.calibrate(logits, encoded[split].labels)
-        metrics[split] = {**task.compute_metrics(logits, encoded[split].labels, loss), "loss": loss}
+            task.calibrate(logits, encoded[split])
+        metrics[split] = {**task.compute_metrics(logits, encoded[split], loss), "loss": loss}
         if split == "test" and logits is not None:
-            predictions = pd.concat([user_columns(frames[split]), task.present(logits)], axis=1)
+            predictions = pd.concat([user_columns(frames[split]), task.present(logits, encoded[split])], axis=1)
     return metrics, predictions
 
 

@@ -100,7 +100,7 @@ def predict(
     if text:
         if model.config.data.text_pair_column:
             raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
-        frame = model.predict_frame(model.text_frame(text))
+        frame = model.predict_frame(model.task.frame_from_inputs(text))
         frame.insert(0, "text", text)
     else:
         frame = model.predict_file(input)

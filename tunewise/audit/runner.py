@@ -48,13 +48,18 @@ def run_audit(config: RunConfig) -> Audit:
             stats.update(balance)
             for finding in findings:
                 audit.add(finding)
-        lengths, findings = token_lengths(
-            frame, text_columns, tokenizer, max_length, split, config.audit.truncation_warning_share
-        )
-        stats.update(lengths)
-        for finding in findings:
-            audit.add(finding)
+        if text_columns:
+            lengths, findings = token_lengths(
+                frame, text_columns, tokenizer, max_length, split, config.audit.truncation_warning_share
+            )
+            stats.update(lengths)
+            for finding in findings:
+                audit.add(finding)
         audit.statistics[split] = stats
+    for finding in task.audit_findings(frames, tokenizer, max_length):
+        audit.add(finding)
+    if not text_columns:  # images: the text checks below do not apply
+        return audit
     check_duplicates(frames["train"], text_columns, config, audit)
     check_leakage(frames, text_columns, config, audit)
     if labelled and config.audit.label_noise:
@@ -90,13 +95,12 @@ def read_frames(task: Task, config: RunConfig, audit: Audit) -> dict[str, pd.Dat
 
 def _tokenizer(config: RunConfig):
     """The configured model's tokenizer and the max_length training would use (auto resolved the same way)."""
-    from transformers import AutoTokenizer
-
     from tunewise.api import resolve_auto_settings
-    from tunewise.models.registry import read_checkpoint_hints, resolve_model
+    from tunewise.models.registry import read_checkpoint_hints
 
-    source = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(source.location)
+    task = make_task(config)
+    source = task.resolve_source(config.model)
+    tokenizer = task.load_tokenizer(source)
     resolved = config.model_copy(deep=True)
     resolve_auto_settings(resolved, read_checkpoint_hints(source), tokenizer)
     return tokenizer, int(resolved.data.max_length)

@@ -120,3 +120,17 @@ def _read_json(source: ModelSource, relative: str) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def load_text_tokenizer(source: ModelSource):
+    """The checkpoint's tokenizer. A saved tunewise pooled classifier's config is read with tunewise's
+    own class, so transformers never asks to run the copy of that class saved beside the weights."""
+    from transformers import AutoTokenizer
+
+    from tunewise.models.pooled_classifier import PooledEncoderConfig
+
+    settings = (_read_json(source, "config.json") or {}) if source.is_local else {}
+    if settings.get("model_type") == PooledEncoderConfig.model_type:
+        config = PooledEncoderConfig.from_pretrained(source.location)
+        return AutoTokenizer.from_pretrained(source.location, config=config)
+    return AutoTokenizer.from_pretrained(source.location)

@@ -6,19 +6,18 @@ Prediction batches inputs longest-first, so almost no compute goes to padding.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from torch import nn
 
 from tunewise.config.loading import load_config
 from tunewise.config.schema import RunConfig
-from tunewise.errors import ConfigError, TunewiseError
-from tunewise.models.pooled_classifier import PooledEncoderConfig, PooledModelForSequenceClassification
+from tunewise.errors import ConfigError
+from tunewise.models.registry import ModelSource
 from tunewise.tasks import Task, make_task
 from tunewise.training.batching import EncodedSplit
 from tunewise.training.loop import predict_logits
@@ -29,7 +28,7 @@ PREDICT_BATCH_SIZE = 64
 class FineTunedModel:
     """A model, its tokenizer, and the task that turns its outputs into labels."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: Any, task: Task, config: RunConfig):
+    def __init__(self, model: nn.Module, tokenizer: Any, task: Task, config: RunConfig):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.task = task
@@ -43,42 +42,22 @@ class FineTunedModel:
     def max_length(self) -> int:
         return int(self.config.data.max_length)
 
-    def predict(self, texts: list[str] | list[tuple[str, str]] | str) -> list[dict[str, Any]]:
-        """Predictions for raw texts (or (text, pair) tuples): one dict per input."""
-        frame = self.text_frame(texts)
+    def predict(self, inputs: Any) -> list[dict[str, Any]]:
+        """Predictions for raw inputs (texts, (text, pair) tuples, ... as the task takes them): one dict each."""
+        frame = self.task.frame_from_inputs(inputs)
         return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
-
-    def text_frame(self, texts: list[str] | list[tuple[str, str]] | str) -> pd.DataFrame:
-        """Raw texts as the frame the task encodes, in the columns the model was trained on."""
-        if isinstance(texts, str):
-            texts = [texts]
-        data = self.config.data
-        texts = list(texts)
-        if data.text_pair_column:
-            if not all(
-                isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts
-            ):
-                raise TunewiseError(
-                    "This model classifies sentence pairs: pass (text, pair) tuples, "
-                    'e.g. predict([("A man is sleeping.", "A person rests.")]).'
-                )
-            frame = pd.DataFrame(texts, columns=[data.text_column, data.text_pair_column])
-        else:
-            if not all(isinstance(t, str) for t in texts):
-                raise TunewiseError("predict() takes a string or a list of strings.")
-            frame = pd.DataFrame({data.text_column: texts})
-        return frame
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Class probabilities for raw texts, one row per text (classification models)."""
-        logits, _ = self._logits(self.task.encode(self.text_frame(texts), self.tokenizer, self.max_length))
+        logits, _ = self._logits(self.task.encode(self.task.frame_from_inputs(texts), self.tokenizer, self.max_length))
         return self.task.probabilities(logits)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         if not self.task.keeps_logits:  # generative tasks answer with text, not with scores
             return self.task.generate(self.model, self.tokenizer, frame, self.max_length)
-        logits, _ = self._logits(self.task.encode(frame, self.tokenizer, self.max_length))
-        return self.task.present(logits)
+        encoded = self.task.encode(frame, self.tokenizer, self.max_length)
+        logits, _ = self._logits(encoded)
+        return self.task.present(logits, encoded)
 
     def predict_file(self, source: str) -> pd.DataFrame:
         """The input rows (user's columns) followed by the prediction columns."""
@@ -91,13 +70,13 @@ class FineTunedModel:
         self.task.check_split(frame, split, source)
         encoded = self.task.encode(frame, self.tokenizer, self.max_length)
         logits, loss = self._logits(encoded)
-        metrics = {**self.task.compute_metrics(logits, encoded.labels, loss), "loss": loss}
+        metrics = {**self.task.compute_metrics(logits, encoded, loss), "loss": loss}
         if logits is None:
             return metrics, user_columns(frame)
-        return metrics, pd.concat([user_columns(frame), self.task.present(logits)], axis=1)
+        return metrics, pd.concat([user_columns(frame), self.task.present(logits, encoded)], axis=1)
 
-    def _logits(self, encoded: EncodedSplit) -> tuple[np.ndarray | None, float | None]:
-        pad = self.tokenizer.pad_token_id or 0
+    def _logits(self, encoded: EncodedSplit) -> tuple[Any, float | None]:
+        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
         device = self.device
         # on a GPU, bf16 arithmetic (as in training) is several times faster than float32
         fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -140,21 +119,9 @@ def load(path: str | Path, device: str | None = None) -> FineTunedModel:
     if not config_file.is_file():
         raise ConfigError(f"{run_dir} has no config.yaml; it was not written by tunewise train.")
     config = load_config(config_file)
-    model = load_model(model_dir)
     task = make_task(config)
+    model = task.load_trained(model_dir)
     task.restore(model.config)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, config=model.config)  # no remote-code config load
+    tokenizer = task.load_tokenizer(ModelSource(str(model_dir), str(model_dir), is_local=True))
     return FineTunedModel(model.to(target), tokenizer, task, config)
-
-
-def load_model(model_dir: Path) -> PreTrainedModel:
-    """tunewise's own head class is imported here, so its remote code is never executed."""
-    settings = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if settings.get("model_type") == PooledEncoderConfig.model_type:
-        return PooledModelForSequenceClassification.from_pretrained(model_dir)
-    if any(
-        name.endswith("ForCausalLM") or name.endswith("LMHeadModel") for name in settings.get("architectures") or []
-    ):
-        return AutoModelForCausalLM.from_pretrained(model_dir)
-    return AutoModelForSequenceClassification.from_pretrained(model_dir)

@@ -12,6 +12,7 @@ each example is never a target, so nothing is predicted across a boundary either
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,12 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from tunewise.audit.findings import Finding
 from tunewise.config.schema import RunConfig
 from tunewise.data.readers import read_table
 from tunewise.data.token_cache import tokenize
-from tunewise.errors import DataError
-from tunewise.models.registry import CheckpointHints, ModelSource
+from tunewise.errors import DataError, TunewiseError
+from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
 from tunewise.training.batching import LABEL_PAD, EncodedSplit
 
 GENERATE_MAX_NEW_TOKENS = 64
@@ -37,6 +39,13 @@ class CausalLMTask:
     def __init__(self, config: RunConfig):
         self.data = config.data
         self.label_names: list[str] = []
+
+    # ----- model source -----------------------------------------------------------------------
+    def resolve_source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def load_tokenizer(self, source: ModelSource) -> Any:
+        return load_text_tokenizer(source)
 
     # ----- data -----------------------------------------------------------------------------
     @property
@@ -52,6 +61,10 @@ class CausalLMTask:
 
     def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
         """Any text is a valid target."""
+
+    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+        """Text quality, lengths, duplicates and personal data are the shared checks: nothing more."""
+        return []
 
     def stratifies(self) -> bool:
         return False
@@ -72,6 +85,9 @@ class CausalLMTask:
         model.config.use_cache = False
         return model
 
+    def load_trained(self, model_dir: Path) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_pretrained(model_dir)
+
     def restore(self, model_config: Any) -> None:
         """Nothing beyond the weights and the tokenizer is needed to use the model."""
 
@@ -79,7 +95,9 @@ class CausalLMTask:
         """No task settings to store."""
 
     # ----- encoding ---------------------------------------------------------------------------
-    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False) -> EncodedSplit:
+    def encode(
+        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
+    ) -> EncodedSplit:
         if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship none; padding is masked out anyway
             tokenizer.pad_token = tokenizer.eos_token
         responses = tokenize(tokenizer, self._texts(frame, self.data.text_column), use_cache=use_cache)
@@ -99,6 +117,13 @@ class CausalLMTask:
         targets = [ids[:max_length] for ids in targets]
         return EncodedSplit(sequences={"input_ids": examples}, labels=targets)
 
+    def frame_from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
+        """Prompts to continue, in the first text column."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not all(isinstance(t, str) for t in texts):
+            raise TunewiseError("predict() takes a prompt string or a list of them.")
+        return pd.DataFrame({self.text_columns[0]: texts})
+
     def _texts(self, frame: pd.DataFrame, column: str) -> list[str]:
         texts = frame[column].astype(str).tolist()
         if not any(text.strip() for text in texts):
@@ -110,13 +135,13 @@ class CausalLMTask:
         return np.array([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [], dtype=np.int32)
 
     # ----- outputs ----------------------------------------------------------------------------
-    def calibrate(self, logits: Any, labels: Any) -> None:
+    def calibrate(self, logits: Any, split: EncodedSplit) -> None:
         """Nothing to fit after training."""
 
-    def compute_metrics(self, logits: Any, labels: Any, loss: float | None = None) -> dict[str, Any]:
+    def compute_metrics(self, logits: Any, split: EncodedSplit, loss: float | None = None) -> dict[str, Any]:
         return {"perplexity": math.exp(min(loss, 50.0)) if loss is not None else None}
 
-    def present(self, logits: Any) -> pd.DataFrame:
+    def present(self, logits: Any, split: EncodedSplit) -> pd.DataFrame:
         raise NotImplementedError("causal-lm predictions are generated text: use generate()")
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ regression, anything else is single-label (string or integer class names, kept a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,11 @@ import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
+from tunewise.audit.findings import Finding
 from tunewise.config.schema import RunConfig
 from tunewise.data.readers import read_table
 from tunewise.data.token_cache import tokenize
-from tunewise.errors import ConfigError, DataError
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.evaluation.metrics import (
     metric_names,
     multi_label_metrics,
@@ -27,7 +29,7 @@ from tunewise.evaluation.metrics import (
     tune_threshold,
 )
 from tunewise.models.pooled_classifier import PooledEncoderConfig, PooledModelForSequenceClassification
-from tunewise.models.registry import CheckpointHints, ModelSource
+from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
 from tunewise.training.batching import EncodedSplit
 
 PROBLEM_TYPES = {
@@ -47,6 +49,13 @@ class TextClassificationTask:
         self.problem_type = config.data.problem_type
         self.label_names: list[str] = []
         self.threshold = 0.5
+
+    # ----- model source -----------------------------------------------------------------------
+    def resolve_source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def load_tokenizer(self, source: ModelSource) -> Any:
+        return load_text_tokenizer(source)
 
     # ----- data -----------------------------------------------------------------------------
     @property
@@ -94,6 +103,10 @@ class TextClassificationTask:
                 f"those labels or remove these rows. Training labels: {', '.join(self.label_names)}."
             )
 
+    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+        """Balance, label noise and the text checks are shared (tunewise.audit): nothing task-specific."""
+        return []
+
     def normalised_labels(self, frame: pd.DataFrame) -> list[str]:
         """A single-label frame's labels as class names (1, 1.0 and "1" are the same class)."""
         return [normalise_label(value) for value in frame[self.data.label_column]]
@@ -133,6 +146,13 @@ class TextClassificationTask:
             )
         return model
 
+    def load_trained(self, model_dir: Path) -> PreTrainedModel:
+        """tunewise's own head class is imported here, so its remote code is never executed."""
+        settings = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        if settings.get("model_type") == PooledEncoderConfig.model_type:
+            return PooledModelForSequenceClassification.from_pretrained(model_dir)
+        return AutoModelForSequenceClassification.from_pretrained(model_dir)
+
     def save_settings(self, model_config: Any) -> None:
         model_config.num_labels = len(self.label_names)
         model_config.id2label = dict(enumerate(self.label_names))
@@ -149,13 +169,31 @@ class TextClassificationTask:
         self.threshold = getattr(model_config, "tunewise_threshold", 0.5)
 
     # ----- encoding ---------------------------------------------------------------------------
-    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False) -> EncodedSplit:
+    def encode(
+        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
+    ) -> EncodedSplit:
         texts = frame[self.data.text_column].tolist()
         pairs = frame[self.data.text_pair_column].tolist() if self.data.text_pair_column else None
         columns = ("input_ids", "token_type_ids") if pairs is not None else ("input_ids",)
         sequences = tokenize(tokenizer, texts, pairs, max_length, columns, use_cache=use_cache)
         labels = self._targets(frame) if self.data.label_column in frame.columns else None
         return EncodedSplit(sequences=sequences, labels=labels)
+
+    def frame_from_inputs(self, inputs: list[str] | list[tuple[str, str]] | str) -> pd.DataFrame:
+        """Raw texts (or (text, pair) tuples) as a frame in the columns the model was trained on."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if self.data.text_pair_column:
+            if not all(
+                isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts
+            ):
+                raise TunewiseError(
+                    "This model classifies sentence pairs: pass (text, pair) tuples, "
+                    'e.g. predict([("A man is sleeping.", "A person rests.")]).'
+                )
+            return pd.DataFrame(texts, columns=[self.data.text_column, self.data.text_pair_column])
+        if not all(isinstance(t, str) for t in texts):
+            raise TunewiseError("predict() takes a string or a list of strings.")
+        return pd.DataFrame({self.data.text_column: texts})
 
     def _targets(self, frame: pd.DataFrame) -> np.ndarray:
         if self.problem_type == "regression":
@@ -191,19 +229,19 @@ class TextClassificationTask:
         tensor = torch.from_numpy(logits).float()
         return (torch.sigmoid(tensor) if self.problem_type == "multi_label" else tensor.softmax(-1)).numpy()
 
-    def calibrate(self, logits: np.ndarray, labels: Any) -> None:
+    def calibrate(self, logits: np.ndarray, split: EncodedSplit) -> None:
         if self.problem_type == "multi_label":
-            self.threshold = tune_threshold(self.probabilities(logits), labels)
+            self.threshold = tune_threshold(self.probabilities(logits), split.labels)
 
-    def compute_metrics(self, logits: np.ndarray, labels: Any, loss: float | None = None) -> dict[str, Any]:
-        outputs = self.probabilities(logits)
+    def compute_metrics(self, logits: np.ndarray, split: EncodedSplit, loss: float | None = None) -> dict[str, Any]:
+        outputs, labels = self.probabilities(logits), split.labels
         if self.problem_type == "regression":
             return regression_metrics(outputs, labels)
         if self.problem_type == "multi_label":
             return multi_label_metrics(outputs, labels, self.label_names, self.threshold)
         return single_label_metrics(outputs, labels, self.label_names)
 
-    def present(self, logits: np.ndarray) -> pd.DataFrame:
+    def present(self, logits: np.ndarray, split: EncodedSplit) -> pd.DataFrame:
         """Prediction columns, prefixed so they never collide with the user's own columns."""
         outputs = self.probabilities(logits)
         if self.problem_type == "regression":

@@ -9,6 +9,7 @@ batch list and skips the batches it has already seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,21 +20,41 @@ LABEL_PAD = -100  # ignored by cross-entropy; pads per-token labels
 
 @dataclass
 class EncodedSplit:
-    """Tokenised rows: variable-length sequence columns, and one label (or label sequence) per row."""
+    """Model inputs per row, and one label (or label sequence) per row.
+
+    Text rows are variable-length id sequences, padded per batch by `collate`. Inputs that are not
+    token sequences (images) come from `loader`, which builds the batch's input tensors from row
+    indices. `labels` go to the model under `label_keys`: one key takes the whole label (a class, a
+    label sequence), several keys take one column each of a [rows, keys] array (question answering:
+    start_positions, end_positions). `meta` holds per-row facts the task needs to map outputs back
+    to the user's data (offsets, word ids, example ids); it never reaches the model."""
 
     sequences: dict[str, list]  # column -> one id sequence (list or int array) per row
     labels: list | np.ndarray | None
     # False for packed rows: their position_ids restart at each example, which is how the model
     # keeps examples apart (an explicit mask would switch that detection off)
     attention_mask: bool = True
-    fixed_shape: bool = False  # every row has the same length (packed rows): batches of one shape
+    fixed_shape: bool = False  # every row has the same shape (packed rows, images): batches of one shape
+    label_keys: tuple[str, ...] = ("labels",)
+    meta: dict[str, list] = field(default_factory=dict)
+    loader: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None
+    rows: int | None = None  # the row count when there are no sequences (loader inputs)
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lengths = np.fromiter((len(ids) for ids in self.sequences["input_ids"]), dtype=np.int64)
+        if "input_ids" in self.sequences:
+            self.lengths = np.fromiter((len(ids) for ids in self.sequences["input_ids"]), dtype=np.int64)
+        else:  # inputs of one size: every row counts as length 1
+            count = self.rows if self.rows is not None else len(self.labels if self.labels is not None else [])
+            self.lengths = np.ones(count, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @property
+    def token_level(self) -> bool:
+        """Whether the model scores every token (outputs are then kept per row, trimmed to its length)."""
+        return "input_ids" in self.sequences and self.labels is not None and not isinstance(self.labels, np.ndarray)
 
 
 def length_grouped_batches(
@@ -89,10 +110,15 @@ def collate(
     Padded position ids are 0, which starts a new (ignored) example in a packed row. DP-SGD needs
     `per_row_positions` (position ids, and with `token_types` token-type ids, as full [rows, length]
     tensors: Opacus computes each row's embedding gradients from its own ids)."""
+    if split.loader is not None:
+        batch = split.loader(indices)
+        if split.labels is not None:
+            batch.update(_label_columns(split, indices, 1))
+        return batch
     longest = int(split.lengths[indices].max())
     if pad_to_multiple_of > 1:
         longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-    batch: dict[str, torch.Tensor] = {}
+    batch = {}
     for name, rows in split.sequences.items():
         pad = pad_token_id if name == "input_ids" else 0
         batch[name] = _pad([rows[i] for i in indices], longest, pad)
@@ -105,8 +131,15 @@ def collate(
     if token_types and "token_type_ids" not in batch:
         batch["token_type_ids"] = torch.zeros(len(indices), longest, dtype=torch.long)
     if split.labels is not None:
-        batch["labels"] = _labels(split.labels, indices, longest)
+        batch.update(_label_columns(split, indices, longest))
     return batch
+
+
+def _label_columns(split: EncodedSplit, indices: np.ndarray, longest: int) -> dict[str, torch.Tensor]:
+    labels = _labels(split.labels, indices, longest)
+    if len(split.label_keys) == 1:
+        return {split.label_keys[0]: labels}
+    return {key: labels[:, column] for column, key in enumerate(split.label_keys)}
 
 
 def _pad(rows: list[list[int]], length: int, value: int) -> torch.Tensor:

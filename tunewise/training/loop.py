@@ -355,11 +355,13 @@ def predict_logits(
     device: torch.device,
     pad_token_id: int,
     keep_logits: bool = True,
-) -> tuple[np.ndarray | None, float | None]:
-    """Logits for every row in input order, and the mean loss when the split has labels.
+) -> tuple[np.ndarray | list[np.ndarray] | None, float | None]:
+    """Outputs for every row in input order, and the mean loss when the split has labels.
 
-    The loss is averaged over rows, or over labelled tokens when labels are token sequences.
-    `keep_logits=False` returns no logits (a language model's would not fit in memory)."""
+    Outputs are one array [rows, ...] for row-level models, or, for models that score every token
+    (NER, question answering), a list of one array per row trimmed to its length. The loss is
+    averaged over rows, or over labelled tokens when labels are token sequences. `keep_logits=False`
+    returns no outputs (a language model's would not fit in memory)."""
     was_training = model.training
     model.eval()
     outputs: list[torch.Tensor] = []
@@ -371,14 +373,13 @@ def predict_logits(
         batch = to_device(collate(split, indices, pad_token_id, pad_multiple), device)
         result = model(**batch)
         if result.loss is not None:
-            labels = batch["labels"]
-            weight = (
-                (labels != LABEL_PAD).sum() if labels.dim() > 1 and not labels.is_floating_point() else len(indices)
-            )
+            labels = batch.get("labels")
+            token_labels = labels is not None and labels.dim() > 1 and not labels.is_floating_point()
+            weight = (labels != LABEL_PAD).sum() if token_labels else len(indices)
             loss_sum += result.loss.float() * weight
             loss_weight += weight
         if keep_logits:
-            outputs.append(result.logits.float())
+            outputs.append(model_scores(result).float())
         order.append(indices)
     model.train(was_training)
     loss = (loss_sum / loss_weight.clamp(min=1)).item() if split.labels is not None else None
@@ -386,10 +387,25 @@ def predict_logits(
         return None, loss
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32), None
+    indices = np.concatenate(order)
+    if outputs[0].dim() > 2 and "input_ids" in split.sequences:  # per-token scores: one array per row
+        per_row: list[np.ndarray] = [np.empty(0)] * len(split)
+        rows = (row for batch in outputs for row in batch.cpu().numpy())
+        for index, scores in zip(indices, rows, strict=True):
+            per_row[index] = scores[: split.lengths[index]]
+        return per_row, loss
     logits = torch.cat(outputs).cpu().numpy()
     restored = np.empty_like(logits)
-    restored[np.concatenate(order)] = logits
+    restored[indices] = logits
     return restored, loss
+
+
+def model_scores(result: Any) -> torch.Tensor:
+    """A model output's scores: `logits`, or question answering's start and end logits stacked
+    as [..., 2]."""
+    if getattr(result, "logits", None) is not None:
+        return result.logits
+    return torch.stack([result.start_logits, result.end_logits], dim=-1)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
