@@ -123,6 +123,7 @@ def test_model_card_has_every_mitchell_section_filled_from_the_run(classificatio
     assert positions == sorted(positions)
     assert "Sorting &lt;b&gt;film reviews&lt;/b&gt; by sentiment for a demo." in card  # the config's own words
     assert "Test Team" in card and "card.out_of_scope` is empty" not in card
+    assert "targets: label column `label`." in card
     assert "the author left this empty (config `card.out_of_scope`)" in card
     test_metrics = json.loads((classification_run / "metrics.json").read_text())["test"]
     assert "| accuracy | " in card and f"{test_metrics['accuracy']:.4f}" in card

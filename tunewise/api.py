@@ -37,7 +37,7 @@ from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
 from tunewise.reporting.report import rebuild as rebuild_report
 from tunewise.reporting.run_folder import AUDIT_FOLDER, RUN_FILE, check_run_dir, start_run_dir
 from tunewise.reporting.run_record import git_revision, hardware, package_versions, write_json
-from tunewise.serving.predictor import FineTunedModel, load, user_columns
+from tunewise.serving.predictor import FineTunedModel, csv_ready, load, user_columns
 from tunewise.tasks import Task, make_task
 from tunewise.training.batching import balanced_class_weights
 from tunewise.training.loop import FitResult, fit, predict_logits
@@ -152,6 +152,7 @@ def train(
     record = {
         "requested_config": requested.model_dump(mode="json"),
         "status": "training",
+        "problem_type": task.problem_type,
         "seed": config.train.seed,
         "learning_rate": config.train.learning_rate,
         "batch_size": config.train.batch_size,
@@ -504,7 +505,7 @@ def write_outputs(
         for record in result.state.history:
             history.write(json.dumps(record) + "\n")
     if predictions is not None:
-        predictions.to_csv(run_dir / "predictions.csv", index=False)
+        csv_ready(predictions).to_csv(run_dir / "predictions.csv", index=False)
     plots = run_dir / "plots"
     plot_loss_curve(result.state.history, plots / "loss.png")
     for split, split_metrics in metrics.items():

@@ -87,23 +87,34 @@ def evaluate(
 @user_errors
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")],
-    input: Annotated[str | None, typer.Option("--input", help="A data file with the text column(s).")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", help="A data file with the input column(s), or a folder of images.")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Where to write predictions (CSV); default: print them.")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeatable).")] = None,
+    image: Annotated[list[str] | None, typer.Option(help="Image file to classify (repeatable; image models).")] = None,
 ) -> None:
-    """Predict labels for a file (--input) or for texts given on the command line (--text)."""
-    from tunewise.serving.predictor import load
+    """Predict labels for a file or folder (--input), or for texts (--text) or image files (--image)."""
+    from tunewise.serving.predictor import csv_ready, load
 
-    if (input is None) == (not text):
-        raise TunewiseError('Give either --input FILE or one or more --text "...".')
+    if sum(bool(given) for given in (input, text, image)) != 1:
+        raise TunewiseError('Give one of --input FILE, one or more --text "...", or one or more --image PATH.')
     model = load(run)
-    if text:
+    inline = text or image
+    if inline:
+        reads_text = bool(model.task.text_columns)
+        if reads_text != bool(text):
+            raise TunewiseError(
+                f"This model reads {'text' if reads_text else 'images'}: use {'--text' if reads_text else '--image'} "
+                "or --input."
+            )
         if model.config.data.text_pair_column:
             raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
-        frame = model.predict_frame(model.task.frame_from_inputs(text))
-        frame.insert(0, "text", text)
+        frame = model.predict_frame(model.task.frame_from_inputs(inline))
+        frame.insert(0, "text" if text else "image", inline)
     else:
         frame = model.predict_file(input)
+    frame = csv_ready(frame)
     if output is None:
         frame.to_csv(sys.stdout, index=False)
         return

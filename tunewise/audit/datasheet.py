@@ -88,6 +88,10 @@ def composition(audit: Audit, config: RunConfig) -> list[str]:
     ):
         findings = [f for f in audit.findings if f.check == check]
         lines.append(f"- **{title}:** " + ("; ".join(_describe(f) for f in findings) if findings else "none found."))
+    shared = {"duplicates", "leakage", "personal_data", "balance", "label_noise", "validity", "length"}
+    task_findings = [f for f in audit.findings if f.check not in shared]  # e.g. NER tag schemes, QA answer spans
+    if task_findings:
+        lines.append("- **Task-specific checks:** " + "; ".join(_describe(f) for f in task_findings))
     lines += [
         "",
         f"{ASK} What does one row represent, and is the data a sample of a larger set? If so, how "

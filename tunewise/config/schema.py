@@ -8,6 +8,7 @@ checks that need the model or the data live in `tunewise.config.checks`.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -129,7 +130,8 @@ class EarlyStoppingConfig(Section):
     metric: str = Field(
         default="auto",
         description="Validation metric that picks the best model and drives early stopping; auto: "
-        "f1_macro for classification, mse for regression, f1_micro for multi-label.",
+        "f1_macro for classification, mse for regression, f1_micro for multi-label, f1 (entity-level, micro) for "
+        "token-classification.",
     )
     min_delta: float = Field(default=0.0, ge=0, description="Smallest change that counts as an improvement.")
 
@@ -363,17 +365,127 @@ class CardConfig(Section):
     license: str | None = Field(default=None, description="The model's licence (model card: model details).")
 
 
+class QuestionAnsweringConfig(Section):
+    stride: int = Field(
+        default=128,
+        ge=0,
+        description="question-answering: tokens shared by consecutive windows when a context is longer than "
+        "data.max_length (question included), so an answer cut by one window stands whole in the next.",
+    )
+    max_answer_length: int = Field(
+        default=30, ge=1, description="question-answering: longest answer span considered, in tokens."
+    )
+    n_best: int = Field(
+        default=20,
+        ge=1,
+        description="question-answering: start and end candidates per window (the highest-scoring of each) "
+        "whose combinations are searched for the best span.",
+    )
+
+
+class NerConfig(Section):
+    tokens_column: str = Field(
+        default="tokens",
+        description="token-classification, JSONL/Parquet/hf: data: the column holding each sentence's words (a "
+        "list of strings). CoNLL column files need no column names.",
+    )
+    tags_column: str = Field(
+        default="tags",
+        description="token-classification, JSONL/Parquet/hf: data: the column holding one tag per word (O, B-PER, "
+        "I-PER, ...).",
+    )
+    conll_tag_column: int = Field(
+        default=-1,
+        description="token-classification, CoNLL files (.conll, .txt, .iob, .bio): which whitespace-separated "
+        "column holds the tag, counted from 0 (the word); -1 is the last (CoNLL-2003's NER tags).",
+    )
+    scheme: Literal["auto", "IOB1", "BIO", "BIOES"] = Field(
+        default="auto",
+        description="token-classification: the tag scheme the data files are written in. auto: BIOES when S-/E- "
+        "tags occur, else IOB1 when that reads the data with fewer invalid sequences than BIO (I- after O), else "
+        "BIO. Tags are converted to train_scheme.",
+    )
+    train_scheme: Literal["BIO", "BIOES"] = Field(
+        default="BIO",
+        description="token-classification: the tag scheme the model learns and predicts; every file is converted "
+        "to it (entity-level metrics do not depend on it).",
+    )
+
+
+class ImageConfig(Section):
+    path_column: str = Field(
+        default="image",
+        description="image-classification, CSV/JSONL/Parquet data: the column holding each image's path; relative "
+        "paths are resolved against the data file's folder. An ImageFolder tree (root/<class>/<image>) needs none.",
+    )
+    architecture: str | None = Field(
+        default=None,
+        description="image-classification: the timm architecture of a bare state_dict given as model (a .pth or "
+        ".safetensors file), e.g. resnet18. Built-in, hub and saved-run models know their own.",
+    )
+    image_size: int | None = Field(
+        default=None,
+        ge=16,
+        description="image-classification: train and predict at this square input size (pixels); null: the "
+        "pretrained model's own (timm's data config, 224 for efficientnet-lite0).",
+    )
+    crop_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0),
+        description="image-classification: training crops cover this range of each image's area (random resized "
+        "crop), then are resized to the input size.",
+    )
+    hflip: float = Field(
+        default=0.5, ge=0, le=1, description="image-classification: probability of a horizontal flip in training."
+    )
+    randaugment: str | None = Field(
+        default=None,
+        description="image-classification: timm RandAugment policy for training images, e.g. rand-m9-mstd0.5 "
+        "(magnitude 9 with noise); null: none.",
+    )
+    mixup_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        description="image-classification: mixup strength; each training batch is blended with a shuffled copy of "
+        "itself (weight drawn from Beta(alpha, alpha)), and the loss with the same blend of the labels. 0: off; "
+        "0.2 is usual.",
+    )
+
+    @field_validator("randaugment")
+    @classmethod
+    def _randaugment(cls, value: str | None) -> str | None:
+        # timm reads the policy leniently (an unknown part is silently ignored), so check it here
+        part = r"(m|mstd|mmax|p)\d+(\.\d+)?|n\d+|w\d+|inc[01]"
+        if value is not None and not re.fullmatch(rf"rand(-({part}))*", value):
+            raise ValueError(
+                f"randaugment {value!r} is not a RandAugment policy: write rand- then parts joined by '-': m9 "
+                "(magnitude, 0-10), n2 (operations per image), mstd0.5 (magnitude noise), e.g. rand-m9-mstd0.5"
+            )
+        return value
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+        return value
+
+
 class RunConfig(Section):
     """A whole run: what to fine-tune, on which data, how, and where the results go."""
 
     task: str = Field(
         default="text-classification",
-        description="What the model learns: text-classification, or causal-lm (continued pre-training "
-        "and instruction tuning of a causal language model). See tunewise.tasks.",
+        description="What the model learns: text-classification, causal-lm (continued pre-training "
+        "and instruction tuning of a causal language model), question-answering (extractive: answer spans "
+        "in a context, SQuAD v1.1/v2.0), token-classification (named entities: a tag per word, from CoNLL or "
+        "JSONL), or image-classification (timm models on an ImageFolder tree or a table of image paths). See "
+        "tunewise.tasks.",
     )
     model: str = Field(
         default="minilm-l6",
-        description="A built-in offline name (minilm-l6), a Hugging Face hub id, or a local model folder.",
+        description="A built-in offline name (minilm-l6; efficientnet-lite0 for image-classification), a Hugging "
+        "Face hub id (images: any timm model name, e.g. timm/resnet18.a1_in1k), or a local model folder (images: also "
+        "a .pth/.safetensors state_dict, with image.architecture).",
     )
     data: DataConfig = Field(description="Where the data is and which columns to use.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the pretrained model is adapted.")
@@ -389,6 +501,20 @@ class RunConfig(Section):
     )
     card: CardConfig = Field(
         default_factory=CardConfig, description="What the model card says that only its author knows."
+    )
+    question_answering: QuestionAnsweringConfig = Field(
+        default_factory=QuestionAnsweringConfig,
+        description="Extractive question answering (task question-answering): windows over long contexts and "
+        "answer search.",
+    )
+    ner: NerConfig = Field(
+        default_factory=NerConfig,
+        description="Named-entity recognition (task token-classification): data columns and tag schemes.",
+    )
+    image: ImageConfig = Field(
+        default_factory=ImageConfig,
+        description="Image classification (task image-classification): the path column, input size and "
+        "training augmentation.",
     )
     output_dir: str = Field(
         default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints."
@@ -407,6 +533,17 @@ class RunConfig(Section):
     def _cross_field(self) -> RunConfig:
         if self.data.text_pair_column is not None and self.data.text_pair_column == self.data.text_column:
             raise ValueError("data.text_pair_column must name a different column than data.text_column")
+        stride, max_length = self.question_answering.stride, self.data.max_length
+        if self.task == "question-answering" and isinstance(max_length, int) and 2 * stride >= max_length:
+            raise ValueError(
+                f"question_answering.stride ({stride}) must be less than half of data.max_length ({max_length}): "
+                "windows would repeat more context than they add. Lower the stride (e.g. 128 for max_length 384)."
+            )
+        if self.task == "token-classification":
+            self._check_ner_columns()
+        if self.task == "image-classification":
+            self._check_image_settings()
+            return self
         if self.task == "causal-lm":
             if self.data.prompt_column is not None and self.data.prompt_column == self.data.text_column:
                 raise ValueError("data.prompt_column must name a different column than data.text_column")
@@ -416,3 +553,35 @@ class RunConfig(Section):
         if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
             raise ValueError("data.label_column must differ from the text column(s)")
         return self
+
+    def _check_image_settings(self) -> None:
+        data = self.data
+        if data.label_column == self.image.path_column:
+            raise ValueError("data.label_column must differ from image.path_column")
+        if data.text_pair_column is not None or data.prompt_column is not None:
+            raise ValueError("image-classification reads images, not text: remove data.text_pair_column/prompt_column")
+        if data.dedupe:
+            raise ValueError(
+                "data.dedupe compares texts; image-classification reports identical image files across splits in "
+                "the data check instead. Set data.dedupe: false and remove the copies it lists."
+            )
+        if self.image.mixup_alpha > 0 and data.balance == "reweight":
+            raise ValueError(
+                "image.mixup_alpha blends labels inside the model's loss, which data.balance: reweight replaces; use "
+                "data.balance: oversample with mixup, or set image.mixup_alpha: 0."
+            )
+
+    def _check_ner_columns(self) -> None:
+        """Words, tags and the text column must be three different columns, and the tag is never the word."""
+        ner = self.ner
+        columns = [ner.tokens_column, ner.tags_column, self.data.text_column]
+        if len(set(columns)) < 3:
+            raise ValueError(
+                f"ner.tokens_column ({ner.tokens_column!r}), ner.tags_column ({ner.tags_column!r}) and "
+                f"data.text_column ({self.data.text_column!r}) must name three different columns"
+            )
+        if ner.conll_tag_column == 0:
+            raise ValueError(
+                "ner.conll_tag_column 0 is the word itself; give the tag's column (1 for 'word tag' files, 3 or -1 "
+                "for CoNLL-2003's 'word POS chunk NER')"
+            )

@@ -87,8 +87,9 @@ def read_table(source: str, split: str, text_columns: list[str], label_column: s
 def file_fingerprint(source: str) -> str:
     """A sha256 of the data, so a run can tell whether its data changed since a checkpoint or cache.
 
-    Files: their bytes. hf: folders: every file's relative path and bytes, in sorted order. Hub names:
-    "name:" + the sha256 of the name and config (the content is not available offline).
+    Files: their bytes. Folders (image trees) and hf: folders: every file's relative path and bytes,
+    in sorted order. Hub names: "name:" + the sha256 of the name and config (the content is not
+    available offline).
     """
     if source.startswith(HF_PREFIX):
         name, config = _parse_hf(source, f"data {source!r}")
@@ -97,6 +98,8 @@ def file_fingerprint(source: str) -> str:
             return _folder_sha256(folder)
         return "name:" + hashlib.sha256(f"{name}:{config or ''}".encode()).hexdigest()
     path = Path(source)
+    if path.is_dir():  # an image folder tree
+        return _folder_sha256(path)
     _check_exists(path, f"data {source!r}")
     digest = hashlib.sha256()
     _hash_file(path, digest)

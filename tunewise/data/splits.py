@@ -24,6 +24,8 @@ def split_train_validation(
     `stratify` keeps each class's share equal in both parts; pass False for regression and for tasks
     without labels (the label column is then never read). Multi-label rows
     (lists) cannot be stratified and are split at random. Both frames get a fresh index and keep `_row`.
+    A reader that sets `frame.attrs["group_column"]` (e.g. the article of a SQuAD question) gets whole
+    groups on each side instead, so no group's rows stand in both parts.
     """
     from sklearn.model_selection import train_test_split  # slow to import: only when needed
 
@@ -37,6 +39,10 @@ def split_train_validation(
             f"{where}: {total} row(s) are too few to hold out a validation share. "
             "Add more training rows, or give a separate validation file as data.validation."
         )
+    group_column = frame.attrs.get("group_column")
+    if group_column in frame.columns:
+        train_index, validation_index = _group_split(frame[group_column], n_validation, seed, where)
+        return _take(frame, train_index), _take(frame, validation_index)
     target = None
     if stratify and all(isinstance(value, Hashable) for value in frame[label_column]):
         _check_stratifiable(frame, label_column, ratio, n_validation, where)
@@ -73,6 +79,27 @@ def _check_stratifiable(frame: pd.DataFrame, label_column: str, ratio: float, n_
             f"{classes} classes, so some classes would be missing from validation or training. Fix: "
             f"{raise_ratio}add training rows, or give a separate validation file as data.validation."
         )
+
+
+def _group_split(groups: pd.Series, n_validation: int, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Whole groups, in a seeded random order, go to validation while they fit in n_validation rows
+    (the smallest group when none fits), so validation holds about `ratio` of the rows."""
+    sizes = groups.value_counts(sort=False)
+    if len(sizes) < 2:
+        raise DataError(
+            f"{where}: every row belongs to one {groups.name} ({sizes.index[0]!r}), so no validation split can keep "
+            f"{groups.name}s apart from training. Give a separate validation file as data.validation."
+        )
+    order = sizes.index[np.random.default_rng(seed).permutation(len(sizes))]
+    chosen, held = [], 0
+    for name in order:
+        if held + sizes[name] <= n_validation:
+            chosen.append(name)
+            held += int(sizes[name])
+    if not chosen:
+        chosen = [sizes.idxmin()]
+    in_validation = groups.isin(chosen).to_numpy()
+    return np.flatnonzero(~in_validation), np.flatnonzero(in_validation)
 
 
 def _take(frame: pd.DataFrame, index: np.ndarray) -> pd.DataFrame:

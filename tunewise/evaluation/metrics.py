@@ -32,6 +32,11 @@ THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 2
 # "max": larger is better; "min": smaller is better. "loss" is here so eval loss can be compared too.
 METRIC_DIRECTIONS: dict[str, str] = {
     "accuracy": "max",
+    "precision": "max",  # entity-level (NER) and answer-level (QA) scores, micro-averaged
+    "recall": "max",
+    "f1": "max",
+    "exact_match": "max",  # QA: share of questions answered exactly (SQuAD normalisation)
+    "token_accuracy": "max",  # NER: share of words tagged right
     "precision_macro": "max",
     "recall_macro": "max",
     "f1_macro": "max",

@@ -122,9 +122,21 @@ def _read_json(source: ModelSource, relative: str) -> dict | None:
         return None
 
 
-def load_text_tokenizer(source: ModelSource):
+def load_text_tokenizer(source: ModelSource, fast_needed_for: str | None = None):
     """The checkpoint's tokenizer. A saved tunewise pooled classifier's config is read with tunewise's
-    own class, so transformers never asks to run the copy of that class saved beside the weights."""
+    own class, so transformers never asks to run the copy of that class saved beside the weights.
+    `fast_needed_for` names why a task needs the fast (Rust) tokenizer's offsets and word ids: a
+    checkpoint without one is then refused with that reason."""
+    tokenizer = _text_tokenizer(source)
+    if fast_needed_for and not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(
+            f"model: {source.name} has no fast (Rust) tokenizer, which {fast_needed_for}. Choose a model that ships "
+            "tokenizer.json."
+        )
+    return tokenizer
+
+
+def _text_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
     from tunewise.models.pooled_classifier import PooledEncoderConfig

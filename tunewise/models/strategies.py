@@ -1,8 +1,9 @@
 """Adaptation strategies: which parameters train, and how fast each layer learns.
 
-Works on any transformers model whose encoder keeps its blocks in one `nn.ModuleList`
-(BERT `encoder.layer`, GPT-2 `h`, Llama `layers`, ...). Mistakes that would waste a run
-(n_layers beyond the model, LoRA targets that match nothing) fail here, before training.
+Works on any model that keeps its blocks in one `nn.ModuleList` or `nn.Sequential`
+(BERT `encoder.layer`, GPT-2 `h`, Llama `layers`, timm's EfficientNet/ViT `blocks`, ConvNeXt
+`stages`). Mistakes that would waste a run (n_layers beyond the model, LoRA targets that match
+nothing) fail here, before training.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from tunewise.config.schema import StrategyConfig
 from tunewise.errors import ConfigError
 
 HEAD_MODULE_NAMES = ("classifier", "pooler", "score", "pre_classifier", "qa_outputs", "lm_head")
-_LAYER_LIST_NAMES = ("layer", "layers", "h", "block", "blocks")
+_LAYER_LIST_NAMES = ("layer", "layers", "h", "block", "blocks", "stages")
+# auto LoRA targets for architectures peft has no mapping for: attention projections (fused qkv in
+# timm's ViTs) and the pointwise convolutions of MobileNet/EfficientNet blocks
+_FALLBACK_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv", "conv_pw", "conv_pwl")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
 
 
@@ -27,20 +31,29 @@ class LayerLayout:
 
     path: str  # dotted module path of the ModuleList, e.g. "encoder.encoder.layer"
     count: int
+    # parameters registered before the blocks (embeddings, a CNN's stem): the bottom of the model
+    before: frozenset[str] = frozenset()
 
 
 def find_layers(model: nn.Module) -> LayerLayout:
     candidates = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES and len(module) > 0
+        if isinstance(module, (nn.ModuleList, nn.Sequential))
+        and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES
+        and len(module) > 0
     ]
     if not candidates:
         raise ConfigError(
             f"Could not find the transformer layers of {type(model).__name__}; use strategy.method full or lora."
         )
     name, module = max(candidates, key=lambda item: len(item[1]))
-    return LayerLayout(path=name, count=len(module))
+    before = []
+    for parameter_name, _ in model.named_parameters():
+        if parameter_name.startswith(name + "."):
+            break
+        before.append(parameter_name)
+    return LayerLayout(path=name, count=len(module), before=frozenset(before))
 
 
 def layer_depth(parameter_name: str, layout: LayerLayout) -> int:
@@ -52,16 +65,18 @@ def layer_depth(parameter_name: str, layout: LayerLayout) -> int:
         return 0
     if any(head in parameter_name for head in HEAD_MODULE_NAMES):
         return layout.count + 1
+    if parameter_name in layout.before:
+        return 0
     return layout.count
 
 
 def apply_strategy(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
     """Freeze or wrap `model` as the strategy says; returns the model to train (a PeftModel for LoRA)."""
-    layout = find_layers(model)
     if strategy.method == "full":
         return model
     if strategy.method == "lora":
         return _wrap_lora(model, strategy)
+    layout = find_layers(model)
     trainable_from = layout.count + 1 if strategy.method == "freeze_backbone" else layout.count - strategy.n_layers + 1
     if strategy.method == "last_n_layers" and strategy.n_layers > layout.count:
         raise ConfigError(
@@ -74,9 +89,12 @@ def apply_strategy(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
 
 
 def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]:
-    """Resolve `auto` to the architecture's attention projections and check the names match something."""
+    """Resolve `auto` to the architecture's attention projections and check the names match something.
+    peft adapts linear layers and convolutions (a CNN's pointwise convs are its linear maps)."""
     linear_names = {
-        name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D, nn.Conv2d))
     }
     targets = strategy.lora.target_modules
     if targets == "auto":
@@ -85,7 +103,7 @@ def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         targets = list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, []))
         if not targets:
-            targets = [name for name in ("q_proj", "v_proj", "query", "value", "c_attn") if name in linear_names]
+            targets = [name for name in _FALLBACK_LORA_TARGETS if name in linear_names]
     unmatched = [target for target in targets if target not in linear_names]
     if not targets or unmatched:
         adaptable = sorted(linear_names - set(HEAD_MODULE_NAMES))
@@ -122,15 +140,17 @@ def _pooler_modules(model: nn.Module) -> list[str]:
 
 
 def parameter_groups(model: nn.Module, learning_rate: float, weight_decay: float, decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and norms; layer-wise learning-rate decay when decay < 1."""
-    layout = find_layers(model)
-    top = layout.count + 1
+    """AdamW groups: no weight decay on biases and norms (named, or any 1-D parameter, as timm does:
+    BatchNorm's `bn1.weight` too); layer-wise learning-rate decay when decay < 1 (only then are the
+    model's layers needed)."""
+    layout = find_layers(model) if decay < 1.0 else None
+    top = layout.count + 1 if layout is not None else 0
     groups: dict[tuple[int, bool], dict] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        depth = layer_depth(name, layout) if decay < 1.0 else top
-        no_decay = any(marker in name for marker in _NO_DECAY)
+        depth = layer_depth(name, layout) if layout is not None else top
+        no_decay = parameter.ndim <= 1 or any(marker in name for marker in _NO_DECAY)
         group = groups.setdefault(
             (depth, no_decay),
             {

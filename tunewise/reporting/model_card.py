@@ -35,6 +35,12 @@ ECE_CAVEAT = 0.05  # above this, scores should not be read as probabilities
 SMALL_EVALUATION = 200  # rows: below this, one standard error of accuracy is several points
 METRIC_MEANINGS = {
     "accuracy": "share of rows whose predicted label is the true one",
+    "exact_match": "share of questions whose predicted answer equals a gold answer after SQuAD normalisation",
+    "f1": "harmonic mean of precision and recall, micro-averaged (NER: over entities, exact span and type; question "
+    "answering: over the words of the predicted and the best-matching gold answer, averaged over questions)",
+    "precision": "share of predicted items that are right (NER: entities with the exact span and type)",
+    "recall": "share of true items that are found (NER: entities with the exact span and type)",
+    "token_accuracy": "share of words whose predicted tag is the true one (O included, so it runs high)",
     "f1_macro": "F1 averaged over classes with equal weight, so rare classes count as much as common ones",
     "f1_micro": "F1 over all decisions pooled",
     "f1_weighted": "F1 averaged over classes weighted by their support",
@@ -199,6 +205,10 @@ def _factors(facts: RunFacts) -> str:
         if facts.task == "causal-lm"
         else f"input cut at {max_length} tokens: longer texts are judged on their beginning only"
     )
+    if not facts.text_columns:
+        cut = "no text input; inputs are prepared as the processor settings saved in `model/` record"
+    elif not facts.truncates:
+        cut = f"inputs longer than {max_length} tokens are read in overlapping windows, so no text is cut"
     parts.append(f"**Instrumentation:** {cut}" + (f"; measured lengths {md('; '.join(lengths))}." if lengths else "."))
     return "\n\n".join(parts)
 
@@ -262,7 +272,9 @@ def _training_data(facts: RunFacts) -> str:
             + "."
         )
     else:
-        items.append(f"Text column {code(data.get('text_column'))}, label column {code(data.get('label_column'))}.")
+        inputs = ", ".join(code(column) for column in facts.text_columns)
+        targets = facts.targets + "."
+        items.append(f"Text column(s) {inputs}; targets: {targets}" if inputs else f"Targets: {targets}")
     if (facts.run_dir / "audit" / "datasheet.md").is_file():
         items.append("A datasheet (Gebru et al.) for this data is in `audit/datasheet.md`.")
     return bullets(items)

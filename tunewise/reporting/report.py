@@ -34,7 +34,8 @@ AUDIT_FILE = "audit/audit.json"
 CALIBRATION_PLOT = "plots/calibration_test.png"
 # the metrics worth a glance, in order; the full table below lists every one
 HEADLINE_METRICS = (
-    "accuracy", "f1_macro", "f1_micro", "subset_accuracy", "roc_auc", "ece",
+    "accuracy", "exact_match", "f1", "precision", "recall", "token_accuracy", "f1_macro", "f1_micro", "subset_accuracy",
+    "roc_auc", "ece",
     "mse", "mae", "r2", "spearman", "perplexity", "loss",
 )  # fmt: skip
 MAX_GROUP_PLOTS = 6
@@ -72,7 +73,10 @@ class RunFacts:
 
     @property
     def problem_type(self) -> str:
-        """causal_lm, regression, multi_label or single_label, read off the metrics the task reported."""
+        """The task's problem type as run.json records it (e.g. token_classification); for older runs,
+        causal_lm, regression, multi_label or single_label read off the metrics the task reported."""
+        if self.record.get("problem_type"):
+            return str(self.record["problem_type"])
         scores = self.metrics.get(self.headline_split or "", {})
         if self.task == "causal-lm" or "perplexity" in scores:
             return "causal_lm"
@@ -85,12 +89,46 @@ class RunFacts:
     def section(self, name: str) -> dict[str, Any]:
         return self.config.get(name) or {}
 
+    @property
+    def text_columns(self) -> list[str]:
+        """The task's raw text inputs ([] when it reads none, e.g. images), as the task itself says."""
+        from tunewise.config.schema import RunConfig
+        from tunewise.tasks import make_task
+
+        try:
+            return list(make_task(RunConfig.model_validate(self.config)).text_columns)
+        except ValueError:  # a config this version cannot read: the text-classification default
+            return [self.section("data").get("text_column", "text")]
+
+    @property
+    def targets(self) -> str:
+        """What the model learns to predict, as the task describes it."""
+        from tunewise.config.schema import RunConfig
+        from tunewise.tasks import make_task
+
+        try:
+            return make_task(RunConfig.model_validate(self.config)).targets
+        except ValueError:  # a config this version cannot read: the text-classification default
+            return f"label column `{self.section('data').get('label_column', 'label')}`"
+
+    @property
+    def truncates(self) -> bool:
+        """Whether inputs longer than max_length were cut (False: the task reads them in overlapping windows)."""
+        from tunewise.config.schema import RunConfig
+        from tunewise.tasks import make_task
+
+        try:
+            return bool(make_task(RunConfig.model_validate(self.config)).truncates)
+        except ValueError:  # a config this version cannot read: cut, as most tasks do
+            return True
+
     def fairness_absent(self) -> str:
         """Why there is no fairness.json, and what would produce one."""
-        if self.problem_type != "single_label" or self.section("data").get("text_pair_column"):
+        if self.problem_type != "single_label" or len(self.text_columns) != 1:
+            kind = f"is {self.problem_type.replace('_', ' ')}" if self.text_columns else "reads no text"
             return (
                 "Fairness was not measured: tunewise measures it for single-label classification of one text "
-                f"column, and this run is {self.problem_type.replace('_', ' ')}; {NOT_MEASURED}."
+                f"column, and this run {kind}; {NOT_MEASURED}."
             )
         if self.section("fairness").get("enabled") is False:
             return f"Fairness was not measured: the config sets `fairness.enabled: false`; {NOT_MEASURED}."
@@ -424,8 +462,8 @@ def _curves(facts: RunFacts) -> list[str]:
 
 def _classification(facts: RunFacts) -> list[str]:
     """Confusion matrices and the reliability diagram; says plainly when the task has neither."""
-    if facts.problem_type in ("causal_lm", "regression"):
-        kind = "a causal language model" if facts.problem_type == "causal_lm" else "regression"
+    if facts.problem_type not in ("single_label", "multi_label"):  # no class per row to confuse or calibrate
+        kind = {"causal_lm": "a causal language model"}.get(facts.problem_type, facts.problem_type.replace("_", " "))
         return [
             "<h2>Confusion matrix and calibration</h2>",
             f"<p>Not applicable: {kind} has no classes to confuse or probabilities to calibrate; "

@@ -6,6 +6,7 @@ Prediction batches inputs longest-first, so almost no compute goes to padding.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,20 @@ def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
     if probabilities:
         prediction["probabilities"] = probabilities
     return prediction
+
+
+def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """List and dict cells (a sentence's words, tags and entities) as JSON text, which a CSV cell holds
+    losslessly and json.loads reads back (pandas would write Python's repr)."""
+    nested = [c for c in frame.columns if frame[c].map(lambda v: isinstance(v, (list, dict, tuple))).any()]
+    if not nested:
+        return frame
+    frame = frame.copy()
+    for column in nested:
+        frame[column] = [
+            json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict, tuple)) else v for v in frame[column]
+        ]
+    return frame
 
 
 def user_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,10 @@ class Task(Protocol):
     text_columns: list[str]  # raw text input columns, for the text checks ([] for images)
     label_names: list[str]
     keeps_logits: bool  # False: evaluation keeps only the loss (a language model's logits are too big)
+    # False: inputs longer than max_length are read whole (question answering's overlapping windows),
+    # so the data check and the model card say nothing is cut
+    truncates: bool
+    targets: str  # what the model learns to predict, in words, for the model card (e.g. "label column `label`")
 
     # ----- model source --------------------------------------------------------------------------
     def resolve_source(self, name: str) -> ModelSource:

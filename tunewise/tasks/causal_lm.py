@@ -35,6 +35,8 @@ class CausalLMTask:
     name = "causal-lm"
     problem_type = "causal_lm"
     keeps_logits = False  # a vocabulary-wide logit per token: evaluation keeps the loss only
+    truncates = True  # without packing, longer examples are cut; packed ones are split across rows
+    targets = "the next token of the text itself"
 
     def __init__(self, config: RunConfig):
         self.data = config.data

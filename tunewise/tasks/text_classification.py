@@ -43,12 +43,17 @@ DEFAULT_METRICS = {"single_label": "f1_macro", "multi_label": "f1_micro", "regre
 class TextClassificationTask:
     name = "text-classification"
     keeps_logits = True  # metrics need every row's logits
+    truncates = True
 
     def __init__(self, config: RunConfig):
         self.data = config.data
         self.problem_type = config.data.problem_type
         self.label_names: list[str] = []
         self.threshold = 0.5
+
+    @property
+    def targets(self) -> str:
+        return f"label column `{self.data.label_column}`"
 
     # ----- model source -----------------------------------------------------------------------
     def resolve_source(self, name: str) -> ModelSource:

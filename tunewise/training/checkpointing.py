@@ -2,7 +2,9 @@
 
 A checkpoint holds the trainable weights, optimiser and scheduler state, every RNG state, the
 position in the data (epoch and batch), the history so far and the early-stopping state. Frozen
-weights never change, so they are not stored: LoRA checkpoints stay small.
+weights never change, so they are not stored: LoRA checkpoints stay small. BatchNorm running
+statistics are buffers, not parameters, yet training changes them: they are stored too, or the
+best model would come back with the last step's statistics.
 """
 
 from __future__ import annotations
@@ -20,15 +22,28 @@ CHECKPOINT_FILE = "state.pt"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies (on CPU) of the weights that training changes."""
-    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+    """Copies (on CPU) of the weights that training changes, and of the normalisation statistics."""
+    state = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+    state.update({name: b.detach().to("cpu", copy=True) for name, b in running_statistics(model)})
+    return state
+
+
+def running_statistics(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """BatchNorm's running mean, variance and batch count: buffers that training updates."""
+    return [
+        (f"{module_name}.{name}" if module_name else name, buffer)
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._NormBase)
+        for name, buffer in module.named_buffers(recurse=False)
+        if buffer is not None
+    ]
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    parameters = dict(model.named_parameters())
+    tensors = {**dict(model.named_parameters()), **dict(running_statistics(model))}
     with torch.no_grad():
         for name, value in state.items():
-            parameters[name].copy_(value)
+            tensors[name].copy_(value)
 
 
 def rng_state() -> dict[str, Any]:
