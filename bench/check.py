@@ -33,17 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sst2"
 
-# (label in the table, attribute of tunewise.audit.runner that does the work)
+# (label in the table, module, attribute that does the work): preparation reads the data and loads the
+# tokenizer, the data check (tunewise.audit.check) runs the checks
 TIMED = (
-    ("read + validate data", "read_frames"),
-    ("tokenizer load", "_tokenizer"),
-    ("validity / text quality", "text_quality"),
-    ("balance", "class_balance"),
-    ("token lengths", "token_lengths"),
-    ("exact duplicates", "exact_duplicates"),
-    ("near duplicates (MinHash)", "near_duplicates"),
-    ("leakage (exact + near)", "find_leakage"),
-    ("label noise (cleanlab)", "find_label_issues"),
+    ("read + validate data", "tunewise.prepare.planner", "prepare_data"),
+    ("tokenizer load", "tunewise.prepare.planner", "prepare_model"),
+    ("validity / text quality", "tunewise.audit.check", "text_quality"),
+    ("balance", "tunewise.audit.check", "class_balance"),
+    ("token lengths", "tunewise.audit.check", "token_lengths"),
+    ("exact duplicates", "tunewise.audit.check", "exact_duplicates"),
+    ("near duplicates (MinHash)", "tunewise.audit.check", "near_duplicates"),
+    ("leakage (exact + near)", "tunewise.audit.check", "find_leakage"),
+    ("label noise (cleanlab)", "tunewise.audit.check", "find_label_issues"),
 )
 
 
@@ -78,8 +79,9 @@ def near_pair_details(train: pd.DataFrame, threshold: float, seed: int) -> dict:
     }
 
 
-def instrument(runner, pii_module, seconds: dict[str, float]) -> None:
-    """Replace what the runner calls by timed wrappers that add their wall time to `seconds[label]`."""
+def instrument(pii_module, seconds: dict[str, float]) -> None:
+    """Replace what the check calls by timed wrappers that add their wall time to `seconds[label]`."""
+    import importlib
 
     def timed(label: str, function: Callable) -> Callable:
         def wrapper(*args, **kwargs):
@@ -91,8 +93,9 @@ def instrument(runner, pii_module, seconds: dict[str, float]) -> None:
 
         return wrapper
 
-    for label, name in TIMED:
-        setattr(runner, name, timed(label, getattr(runner, name)))
+    for label, module_name, name in TIMED:
+        module = importlib.import_module(module_name)
+        setattr(module, name, timed(label, getattr(module, name)))
     scanner = pii_module.PiiScanner
     scanner.scan = timed("personal data (PII)", scanner.scan)
 
@@ -211,31 +214,34 @@ def main() -> None:
 
     from transformers.utils import logging as transformers_logging
 
+    import tunewise
     from tunewise.audit import pii as pii_module
-    from tunewise.audit import runner
-    from tunewise.config import load_config
 
     transformers_logging.set_verbosity_error()
     seconds: dict[str, float] = {}
-    instrument(runner, pii_module, seconds)
+    instrument(pii_module, seconds)
     with tempfile.TemporaryDirectory() as scratch:
         paths = concatenate(args.data_dir, Path(scratch))
-        config = load_config(
+        config = tunewise.load_config(
             {
                 "model": args.model,
                 "data": {**paths, "text_column": "sentence", "label_column": "label"},
                 "output_dir": str(Path(scratch) / "run"),
             }
         )
+        from tunewise.jobs.check import run_check, write_check
+        from tunewise.prepare import prepare_check
+
         started = time.perf_counter()
-        audit = runner.run_audit(config)
+        plan = prepare_check(config)
+        audit = run_check(plan)
         audited = time.perf_counter() - started
-        runner.write_audit(audit, Path(scratch) / "audit")
+        write_check(audit, plan, Path(scratch) / "audit")
         total = time.perf_counter() - started
         frames = {split: read_rows(Path(path)) for split, path in paths.items()}
         found = findings_summary(audit, {split: frame["sentence"] for split, frame in frames.items()})
         found.update(near_pair_details(frames["train"], config.audit.near_duplicate_threshold, config.train.seed))
-    seconds["write audit.json + plots"] = total - audited
+    seconds["write audit.json, plots, datasheet"] = total - audited
     accounted = sum(seconds.values())
     seconds["other (findings, bookkeeping)"] = max(total - accounted, 0.0)
 

@@ -149,14 +149,14 @@ def held_out_attack(run: Any, args: argparse.Namespace, files: dict[str, Path], 
     what the model remembers of its rows."""
     import numpy as np
 
-    from tunewise.evaluation.privacy import membership_inference, per_example_losses
+    from tunewise.evaluation.membership import membership_inference
 
     model = run.model
     task = model.task
     held_out_file = folder / "held_out.tsv"
     copy_head(files["train"], held_out_file, 2 * args.attack_rows, skip=args.rows)
-    members = task.read_split(str(folder / "train.tsv"), "train")
-    non_members = task.read_split(str(held_out_file), "test")
+    members = task.data.read(str(folder / "train.tsv"), "train")
+    non_members = task.data.read(str(held_out_file), "test")
     text = run.config.data.text_column
     seen = set(members[text].str.strip().str.lower())
     non_members = non_members[~non_members[text].str.strip().str.lower().isin(seen)]
@@ -166,11 +166,8 @@ def held_out_attack(run: Any, args: argparse.Namespace, files: dict[str, Path], 
     rng = np.random.default_rng(SEED)
     members = members.iloc[np.sort(rng.choice(len(members), n, replace=False))].reset_index(drop=True)
     non_members = non_members.iloc[:n].reset_index(drop=True)
-    pad = model.tokenizer.pad_token_id or 0
-
     def losses(frame: Any) -> Any:
-        encoded = task.encode(frame, model.tokenizer, model.max_length)
-        return per_example_losses(model.model, encoded, 64, model.device, pad)
+        return model.run(model.encode(frame, "evaluate")).row_losses
 
     result = membership_inference(losses(members), losses(non_members), seed=SEED,
                                   epsilon=budget.get("epsilon"), delta=budget.get("delta"))
@@ -252,7 +249,7 @@ def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     import torch
 
-    from tunewise.reporting.run_record import package_versions
+    from tunewise.runs.record import package_versions
 
     cuda = torch.cuda.is_available()
     return {

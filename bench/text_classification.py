@@ -5,12 +5,18 @@
     python bench/text_classification.py --contenders trainer-expert tunewise
     python bench/text_classification.py --only tunewise      # one contender, in this process
     python bench/text_classification.py --rows all --epochs 3 --lr 5e-5   # GLUE train (67,349 rows), on a GPU
+    python bench/text_classification.py --contenders trainer-expert tunewise --baseline a3a95bf  # before/after
 
 Every contender trains on the same first `--rows` rows of sst2/train.tsv with the same hyperparameters
 (batch 32, lr 1e-4, weight decay 0.01, 6% linear warm-up then linear decay, seed 0, max 128 tokens) and
 is scored on all 872 rows of sst2/test.tsv. The main invocation runs each contender in its own child
 process (this same script with `--only NAME`), so each one's peak memory is its own, then prints a table
 and writes bench/results/text_classification.json. See bench/README.md for what each contender means.
+
+`--baseline REV` adds `tunewise-baseline`: the `tunewise` contender run on the code of git revision REV
+(checked out into a temporary worktree and put first on the child's PYTHONPATH), in the same invocation,
+so the whole process and each of its stages (data check, encoding, training, final evaluation,
+fairness, privacy audit, report) compare before and after a change on the same machine and load.
 """
 
 from __future__ import annotations
@@ -64,9 +70,32 @@ CONTENDERS: dict[str, dict[str, str]] = {
         "head": "mean pooling",
         "description": "tunewise with batch_size and learning_rate auto: the batch chosen for the hardware, lr scaled",
     },
+    "tunewise-baseline": {
+        "head": "mean pooling",
+        "description": "the tunewise contender on the code of --baseline REV (a git revision), for before/after",
+    },
 }
 TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert")
-TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls", "tunewise-auto")
+TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls", "tunewise-auto", "tunewise-baseline")
+# the stages of a tunewise run, as the per-stage table shows them (run.json durations_seconds keys)
+STAGES = (
+    ("check", ("check",)),
+    ("encode", ("encoding",)),
+    ("train", ("training",)),
+    ("validation", ("validation_during_training",)),
+    ("final eval", ("final_evaluation",)),
+    ("fairness", ("fairness",)),
+    ("privacy audit", ("privacy_audit",)),
+    ("report", ("report",)),
+)
+# tunewise before the stage timings existed: the api functions each stage called, timed from outside
+LEGACY_STAGE_FUNCTIONS = {
+    "check": "check_data",
+    "final_evaluation": "final_evaluation",
+    "fairness": "measure_fairness",
+    "privacy_audit": "audit_privacy",
+    "report": "rebuild_report",
+}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, datasheet
 
 
@@ -307,6 +336,9 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
                 "text_column": "sentence",
                 "label_column": "label",
                 "max_length": MAX_LENGTH,
+                # the data check (on, as by default) finds a few dev sentences that nearly repeat a training
+                # phrase; dedupe drops those training rows (7 of the first 4,000) instead of stopping the run
+                "dedupe": True,
             },
             "strategy": {"method": "full", "pooling": "cls" if name == "tunewise-cls" else "auto"},
             "train": {
@@ -323,16 +355,19 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
             },
             "output_dir": str(Path(folder, "run")),
         }
+        legacy_timers = time_legacy_stages()
         reset_peak_memory()
         started = time.perf_counter()
         run = tunewise.train(config, show_progress=False, console=Console(file=io.StringIO()))
         total_seconds = time.perf_counter() - started
         record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
+        record["durations_seconds"] = {**legacy_timers, **record["durations_seconds"]}
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run.run_dir / "run.json", RESULTS_DIR / f"{name}.run.json")  # for inspection
 
     durations = record["durations_seconds"]
     return {
+        "stage_seconds": {label: sum(durations.get(key, 0.0) for key in keys) for label, keys in STAGES},
         "train_seconds": durations["training"],
         "total_seconds": round(total_seconds, 2),
         "tokenize_seconds": durations.get("encoding"),
@@ -348,6 +383,29 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
         "tunewise_total_seconds": durations.get("total"),
         **peak_memory(),
     }
+
+
+def time_legacy_stages() -> dict[str, float]:
+    """Seconds per stage for a tunewise whose run.json does not record them: its api functions are wrapped
+    with timers (a no-op on code that records its stages itself)."""
+    import importlib
+
+    seconds: dict[str, float] = {}
+    api = importlib.import_module("tunewise.api")
+    for stage, function in LEGACY_STAGE_FUNCTIONS.items():
+        original = getattr(api, function, None)
+        if original is None or not callable(original):
+            continue
+
+        def timed(*args: Any, _original: Any = original, _stage: str = stage, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds[_stage] = round(seconds.get(_stage, 0.0) + time.perf_counter() - began, 2)
+
+        setattr(api, function, timed)
+    return seconds
 
 
 def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -375,7 +433,7 @@ def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from tunewise.reporting.run_record import package_versions
+    from tunewise.runs.record import package_versions
 
     versions = package_versions()
     cuda = torch.cuda.is_available()
@@ -392,7 +450,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run `--only name` in a fresh interpreter, so its peak memory and import state are its own."""
+    """Run `--only name` in a fresh interpreter, so its peak memory and import state are its own; the
+    baseline contender imports tunewise from a worktree of --baseline."""
     with tempfile.TemporaryDirectory(prefix="bench-result-") as folder:
         out = Path(folder, "result.json")
         command = [sys.executable, str(Path(__file__).resolve()), "--only", name, "--rows", str(args.rows),
@@ -400,13 +459,25 @@ def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
                    "--compile", str(args.compile).lower(),
                    "--epochs", str(args.epochs), "--lr", str(args.lr), "--validation-rows", str(args.validation_rows),
                    "--data-dir", str(args.data_dir), "--device", args.device, "--json-out", str(out)]
+        env = child_environment(args.device)
+        if name == "tunewise-baseline":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.baseline_tree), env.get("PYTHONPATH")]))
         started = time.perf_counter()
-        completed = subprocess.run(command, cwd=REPO, env=child_environment(args.device), check=False)
+        completed = subprocess.run(command, cwd=REPO, env=env, check=False)
         if completed.returncode != 0 or not out.is_file():
             return {"name": name, **CONTENDERS[name], "error": f"child process exited with {completed.returncode}"}
         result = json.loads(out.read_text(encoding="utf-8"))
         result["process_seconds"] = round(time.perf_counter() - started, 2)  # including interpreter and imports
+        result["startup_seconds"] = round(result["process_seconds"] - result["total_seconds"], 2)
         return result
+
+
+def baseline_worktree(revision: str, scratch: Path) -> Path:
+    """A checkout of `revision` beside the benchmark, for the tunewise-baseline contender."""
+    tree = scratch / f"baseline-{revision}"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision], check=True,
+                   capture_output=True)
+    return tree
 
 
 def child_environment(device: str) -> dict[str, str]:
@@ -459,6 +530,34 @@ def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def print_stages(report: dict[str, Any], console: Any) -> None:
+    """Whole process and each stage of the tunewise contenders, beside the Trainer's whole process."""
+    from rich.table import Table
+
+    results = [r for r in report["contenders"] if "error" not in r and "process_seconds" in r]
+    tunewise_results = [r for r in results if "stage_seconds" in r]
+    if not tunewise_results:
+        return
+    table = Table(title="Whole process and stages (seconds)")
+    for column in ("contender", "process", "startup", *(label for label, _ in STAGES), "other", "x expert Trainer"):
+        table.add_column(column, justify="left" if column == "contender" else "right")
+    expert = next((r for r in results if r["name"] == "trainer-expert"), None)
+    for result in results:
+        stages = result.get("stage_seconds") or {}
+        known = result.get("startup_seconds", 0.0) + sum(stages.values())
+        other = result["process_seconds"] - known if stages else None
+        ratio = expert["process_seconds"] / result["process_seconds"] if expert else None
+        table.add_row(
+            result["name"], f"{result['process_seconds']:.1f}", f"{result.get('startup_seconds', 0.0):.1f}",
+            *(f"{stages[label]:.1f}" if label in stages else "-" for label, _ in STAGES),
+            f"{other:.1f}" if other is not None else "-", f"{ratio:.2f}" if ratio else "-",
+        )
+    console.print(table)
+    console.print("x expert Trainer: the expert Trainer's whole process time over this contender's (1.0 = as fast; "
+                  "above 1 = faster). startup: interpreter and imports; other: reading data, loading the model, "
+                  "saving and the run folder.")
+
+
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -491,6 +590,7 @@ def print_report(report: dict[str, Any]) -> None:
             ratios.add_row(row["tunewise"], row["trainer"], f"{row['train_speedup']:.2f}",
                            f"{row['total_speedup']:.2f}", f"{row['accuracy_difference']:+.4f}")
         console.print(ratios)
+    print_stages(report, console)
     console.print(
         "train s: Trainer = trainer.train() only; tunewise = run.json durations_seconds.training (optimisation "
         f"only; its end-of-epoch evaluation of {settings['validation_rows']} validation rows is timed apart). "
@@ -517,7 +617,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training rows (default 1)")
     parser.add_argument("--lr", type=float, default=1e-4,
                         help="peak learning rate for every contender (default 1e-4, tunewise's auto rate at batch 32)")
-    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS),
+    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
+                        default=[name for name in CONTENDERS if name != "tunewise-baseline"],
                         help="which contenders to run, each in its own process (default: all)")
     parser.add_argument("--only", choices=list(CONTENDERS),
                         help="run just this contender, in this process (used by the main invocation)")
@@ -527,9 +628,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
                         help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the tunewise contender on the code of this git revision (tunewise-baseline)")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # --only: where the child writes its result
     args = parser.parse_args(argv)
+    args.baseline_tree = None
+    if "tunewise-baseline" in args.contenders and not args.baseline and not args.only:
+        parser.error("the tunewise-baseline contender needs --baseline REV (the git revision to compare against)")
     args.rows = 10**9 if args.rows == "all" else int(args.rows)
     args.compile = {"true": True, "false": False}.get(args.compile, "auto")
     if args.rows < 1 or args.epochs <= 0 or not 0 < args.lr < 1 or args.validation_rows < 1:
@@ -561,6 +667,10 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(result, indent=2))
         return
 
+    contenders = list(args.contenders)
+    if args.baseline:
+        args.baseline_tree = baseline_worktree(args.baseline, Path(scratch.name))
+        contenders = [c for c in contenders if c != "tunewise-baseline"] + ["tunewise-baseline"]
     with open(files["test"], encoding="utf-8") as handle:
         test_rows = sum(1 for _ in handle) - 1
     report: dict[str, Any] = {
@@ -586,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "contenders": [],
     }
-    for name in args.contenders:
+    for name in contenders:
         print(f"[bench] {name}: {CONTENDERS[name]['description']} ...", file=sys.stderr, flush=True)
         result = run_in_child(name, args)
         report["contenders"].append(result)
@@ -594,6 +704,9 @@ def main(argv: list[str] | None = None) -> None:
                                           f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
         print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
     report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
+    if args.baseline:
+        report["settings"]["baseline_revision"] = args.baseline
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(args.baseline_tree)], check=False)
     add_mfu(report, args)
     report["speedups"] = speedups(report["contenders"])
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random BERT (with and without sentence-transformers mean pooling), small
-learnable datasets for every problem type, and a config builder.
+"""Shared fixtures and helpers: tiny random models (BERT with and without sentence-transformers mean
+pooling, GPT-2 and Llama shapes), small learnable datasets for every problem type, config builders,
+and the crash-and-resume helper.
 
-Nothing here needs the network, the real MiniLM weights or `../shared`: the tiny model's tokenizer is
-built from a small word vocabulary with the `tokenizers` library, so unit tests run on a fresh machine.
+Test modules import helpers from here only (never from each other). Nothing here needs the network,
+the real MiniLM weights or `../shared`: the tiny models' tokenizer is built from a small word
+vocabulary with the `tokenizers` library, so unit tests run on a fresh machine.
 """
 
 from __future__ import annotations
@@ -421,3 +423,149 @@ def make_config(tmp_path: Path, model_dir: Path | str, data: dict[str, str] | No
         "output_dir": str(tmp_path / "run"),
     }
     return deep_update(config, overrides)
+
+
+def lm_config(tmp_path: Path, model_dir: Path, files: dict, **overrides: Any) -> dict:
+    """A small causal-lm run config (batch 4, 5 epochs at 3e-3 unless overridden)."""
+    return make_config(
+        tmp_path,
+        model_dir,
+        {**files, **overrides.pop("data", {})},
+        task="causal-lm",
+        train={"epochs": 5, "batch_size": 4, "learning_rate": 3e-3, **overrides.pop("train", {})},
+        **overrides,
+    )
+
+
+STORY_WORDS = ["good", "bad", "great", "awful", "film", "movie", "book", "show", "really", "very"]
+
+
+def story_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """Short texts with a learnable pattern: '<subject> was <word> and <word>'."""
+    rng = random.Random(seed)
+    return [
+        {"text": f"{rng.choice(SUBJECTS)} was {rng.choice(STORY_WORDS)} and {rng.choice(STORY_WORDS)}"}
+        for _ in range(n)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ crash and resume
+
+
+class Interrupted(Exception):
+    """Stands in for a crash or a kill right after a checkpoint was written."""
+
+
+def train_until_crash(
+    monkeypatch: pytest.MonkeyPatch, config: dict, after_checkpoints: int = 1, **options: Any
+) -> list[int]:
+    """Train `config` until its `after_checkpoints`-th checkpoint is on disk, then crash as a kill would.
+
+    Returns the steps of the checkpoints written; `tunewise.train(config, resume=True)` continues from
+    the last. The checkpoint writer is wrapped where the training loop calls it, so what is on disk
+    is exactly what a real interruption leaves."""
+    import tunewise
+    from tunewise.training import loop as training_loop
+
+    real_save = training_loop.save_checkpoint
+    saved: list[int] = []
+
+    def save_then_crash(folder: Path, step: int, payload: dict, keep_last: int) -> Path:
+        path = real_save(folder, step, payload, keep_last)
+        saved.append(step)
+        if len(saved) == after_checkpoints:
+            raise Interrupted
+        return path
+
+    monkeypatch.setattr(training_loop, "save_checkpoint", save_then_crash)
+    with pytest.raises(Interrupted):
+        tunewise.train(config, show_progress=False, **options)
+    monkeypatch.setattr(training_loop, "save_checkpoint", real_save)
+    return saved
+
+
+# ------------------------------------------------------------------------------------------ run folders and the CLI
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def saved_weights(folder: Path) -> dict[str, Any]:
+    """The tensors of `folder/model.safetensors` (a saved model or a pretrained folder), by name."""
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(left: dict[str, Any], right: dict[str, Any]) -> None:
+    """Two state dicts hold the same names and bit-identical tensors."""
+    import torch
+
+    assert left.keys() == right.keys()
+    different = [name for name in left if not torch.equal(left[name], right[name])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+def without_timings(history: list[dict]) -> list[dict]:
+    """History records without their wall-clock seconds, which differ between identical runs."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+
+class CliResult:
+    """A CLI result whose `output` has rich's line wrapping undone, so messages can be matched."""
+
+    def __init__(self, result: Any):
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.output = " ".join(result.output.split())
+
+
+def invoke_cli(*args: Any) -> CliResult:
+    """Run `tunewise <args>` in-process (typer's CliRunner); arguments are turned into strings."""
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    return CliResult(CliRunner().invoke(app, [str(arg) for arg in args]))
+
+
+# ------------------------------------------------------------------------------------------ planted data problems
+
+SMS_SPAM_TRAIN = Path(__file__).resolve().parents[1] / "tunewise" / "data" / "builtin" / "sms_spam" / "train.tsv"
+
+
+def sms_rows() -> pd.DataFrame:
+    """300 ham and 100 spam messages of the bundled SMS spam data (columns text, label)."""
+    import csv
+
+    frame = pd.read_csv(SMS_SPAM_TRAIN, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
+    ham = frame[frame.label == "ham"].head(300)
+    spam = frame[frame.label == "spam"].head(100)
+    return pd.concat([ham, spam]).reset_index(drop=True)
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> dict:
+    """SMS rows with one of each problem planted, as train/validation/test TSVs; row numbers are as a
+    spreadsheet shows them. {"paths": split -> file, "train": frame, "test": frame}."""
+    import csv
+
+    rows = sms_rows()
+    train, validation, test = rows.iloc[:260].copy(), rows.iloc[260:330].copy(), rows.iloc[330:].copy()
+    extra = pd.DataFrame(
+        [
+            {"text": "  " + train.text.iloc[4].upper() + "  ", "label": train.label.iloc[4]},  # exact duplicate
+            {"text": train.text.iloc[9], "label": "spam" if train.label.iloc[9] == "ham" else "ham"},  # conflict
+            {"text": "mail me at jane.doe@example.com or call +44 20 7946 0958", "label": "ham"},  # personal data
+            {"text": "the cafÃ© is open", "label": "ham"},  # mojibake
+            {"text": "zq", "label": "ham"},  # near-empty
+        ]
+    )
+    train = pd.concat([train, extra]).reset_index(drop=True)
+    test = pd.concat([test, train.iloc[[20]]]).reset_index(drop=True)  # a leaked training row
+    paths = {}
+    for split, frame in {"train": train, "validation": validation, "test": test}.items():
+        paths[split] = str(tmp_path / f"{split}.tsv")
+        frame.to_csv(paths[split], sep="\t", index=False, quoting=csv.QUOTE_NONE)
+    return {"paths": paths, "train": train, "test": test}

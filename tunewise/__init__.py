@@ -7,19 +7,22 @@ run.predict(["WINNER! Claim your prize now"])
 tunewise.load("runs/sms-spam").predict(["see you at lunch"])
 """
 
-from tunewise.api import Run, train
-from tunewise.config import RunConfig, load_config
+from tunewise.api import CheckResult, FineTunedModel, Run, audit_privacy, check, load, train
+from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, DataError, TunewiseError
-from tunewise.serving.predictor import FineTunedModel, load
+from tunewise.tasks import load_config
 
 __version__ = "0.1.0"
 __all__ = [
+    "CheckResult",
     "ConfigError",
     "DataError",
     "FineTunedModel",
     "Run",
     "RunConfig",
     "TunewiseError",
+    "audit_privacy",
+    "check",
     "load",
     "load_config",
     "train",

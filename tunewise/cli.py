@@ -102,17 +102,22 @@ def predict(
     model = load(run)
     inline = text or image
     if inline:
-        reads_text = bool(model.task.text_columns)
+        facts = model.facts
+        reads_text = facts.capabilities.reads_text
         if reads_text != bool(text):
             raise TunewiseError(
                 f"This model reads {'text' if reads_text else 'images'}: use {'--text' if reads_text else '--image'} "
                 "or --input."
             )
-        if model.config.data.text_pair_column:
-            raise TunewiseError("This model classifies sentence pairs; put them in a file and use --input.")
-        frame = model.predict_frame(model.task.frame_from_inputs(inline))
+        if reads_text and len(facts.text_columns) > 1:
+            raise TunewiseError(
+                f"This model reads {len(facts.text_columns)} texts per input ({', '.join(facts.text_columns)}); put "
+                "them in a file with those columns and use --input."
+            )
+        frame = model.predict_frame(model.task.data.from_inputs(inline))
         frame.insert(0, "text" if text else "image", inline)
     else:
+        assert input is not None
         frame = model.predict_file(input)
     frame = csv_ready(frame)
     if output is None:
@@ -140,26 +145,20 @@ def check(
     ] = "replace",
 ) -> None:
     """Audit the data before training: validity, balance, duplicates, leakage, lengths, label noise, personal data."""
-    from tunewise.audit.datasheet import write_datasheet
-    from tunewise.audit.redact import write_redacted_copies
-    from tunewise.audit.runner import run_audit, write_audit
+    from tunewise.api import check as run_check
     from tunewise.audit.summary import print_audit
-    from tunewise.config.loading import load_config
 
-    run_config = load_config(config, set_ or [])
-    audit = run_audit(run_config)
-    folder = output or Path(run_config.output_dir) / "audit"
-    path = write_audit(audit, folder)
-    write_datasheet(audit, run_config, folder / "datasheet.md")
-    if redact is not None:
-        if redact_mode not in ("replace", "mask", "hash"):
-            raise TunewiseError(f"--redact-mode must be replace, mask or hash, not {redact_mode!r}.")
-        salt_file = config.with_name(".tunewise-salt")  # per project: the same value, the same pseudonym
-        for written in write_redacted_copies(run_config, redact, redact_mode, salt_file=salt_file):
-            console.print(f"[green]redacted copy:[/] {written}")
-    print_audit(audit, Console())
-    console.print(f"audit written to {path}; datasheet (with the questions only you can answer) beside it")
-    if not audit.passed(strict):
+    if redact is not None and redact_mode not in ("replace", "mask", "hash"):
+        raise TunewiseError(f"--redact-mode must be replace, mask or hash, not {redact_mode!r}.")
+    result = run_check(
+        config, set_ or [], output=output, redact=redact, redact_mode=redact_mode,  # type: ignore[arg-type]
+        salt_file=config.with_name(".tunewise-salt"),  # per project: the same value, the same pseudonym
+    )  # fmt: skip
+    for written in result.redacted:
+        console.print(f"[green]redacted copy:[/] {written}")
+    print_audit(result.audit, Console())
+    console.print(f"audit written to {result.audit_file}; datasheet (with the questions only you can answer) beside it")
+    if not result.audit.passed(strict):
         raise typer.Exit(code=1)
 
 
@@ -167,7 +166,7 @@ def check(
 @user_errors
 def report(run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")]) -> None:
     """Rebuild the run's report.html and model_card.md from its folder (after editing the config's card)."""
-    from tunewise.reporting.report import rebuild
+    from tunewise.reporting.rebuild import rebuild
 
     page, card = rebuild(run)
     console.print(f"[green]wrote[/] {page} and {card}")
@@ -184,23 +183,27 @@ def audit_privacy_command(
     seed: Annotated[int, typer.Option(help="Seed for the subsampling and the bootstrap.")] = 0,
 ) -> None:
     """Membership inference on a trained classifier: can its losses tell training rows from unseen ones?"""
-    from tunewise.api import privacy_summary
-    from tunewise.evaluation.privacy import audit_privacy
-    from tunewise.reporting.report import rebuild
+    from tunewise.api import audit_privacy
+    from tunewise.jobs.privacy import privacy_summary
 
     result = audit_privacy(run, seed=seed)
     console.print(privacy_summary(result))
     console.print(f"members: {result['member_data']}\nnon-members: {result['non_member_data']}")
-    rebuild(run)
     console.print(f"[green]wrote[/] {run / 'privacy.json'}; report.html and model_card.md updated")
 
 
 @app.command()
-def init() -> None:
-    """Print a commented starting config: every field, its default and what it does."""
+@user_errors
+def init(
+    task: Annotated[str, typer.Option(help="The task to write a config for.")] = "text-classification",
+) -> None:
+    """Print a commented starting config for a task: every field, its default and what it does."""
     from tunewise.config.template import commented_template
+    from tunewise.tasks import CONFIG_CLASSES
 
-    sys.stdout.write(commented_template())
+    if task not in CONFIG_CLASSES:
+        raise TunewiseError(f"--task {task!r} is not a task; choose one of: {', '.join(CONFIG_CLASSES)}.")
+    sys.stdout.write(commented_template(CONFIG_CLASSES[task]))
 
 
 def _refuse_existing(path: Path) -> None:

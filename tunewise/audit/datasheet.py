@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunewise.audit.findings import Audit, Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.sections import RunConfig
 
 ASK = "> **To answer (only you can):**"
 SECTIONS = (

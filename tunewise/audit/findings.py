@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Severity = Literal["error", "warning", "note"]
-EXAMPLE_ROWS = 5
+from tunewise.types import Finding, Severity
 
-
-@dataclass
-class Finding:
-    """One thing the audit found. `rows` are user-visible row numbers (a few examples, not all)."""
-
-    check: str
-    severity: Severity
-    message: str
-    fix: str = ""
-    split: str | None = None
-    count: int = 0
-    rows: list[int] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.rows = [int(row) for row in self.rows[:EXAMPLE_ROWS]]
+__all__ = ["Audit", "Finding", "Severity"]
 
 
 @dataclass

@@ -262,7 +262,8 @@ class PiiScanner:
 
     @staticmethod
     def _run(entry: _Entry, text: str) -> list[Span]:
-        results = entry.recognizer.analyze(text, [entry.entity], nlp_artifacts=None)
+        # pattern recognizers need no NLP artifacts (the spaCy engine is only for the NER entries)
+        results = entry.recognizer.analyze(text, [entry.entity], nlp_artifacts=None)  # type: ignore[arg-type]
         spans = []
         for result in results:
             score = float(result.score)

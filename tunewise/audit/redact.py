@@ -36,7 +36,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from tunewise.audit.pii import PiiScanner, redact_text
-from tunewise.config.schema import RunConfig
+from tunewise.config.sections import RunConfig
 from tunewise.data.readers import HF_PREFIX, ROW_COLUMN, SUPPORTED_FORMATS, read_table
 from tunewise.errors import DataError
 
@@ -56,12 +56,14 @@ class _Source:
     compressed: bool
 
 
-def write_redacted_copies(config: RunConfig, out_dir: Path, mode: RedactMode, salt_file: Path) -> list[Path]:
+def write_redacted_copies(
+    config: RunConfig, text_columns: Sequence[str], out_dir: Path, mode: RedactMode, salt_file: Path
+) -> list[Path]:
     """Write a redacted copy of each data file of `config` (train, validation, test) into `out_dir`.
 
-    Each copy has the source's file name and format; every text column (data.text_column and
-    data.text_pair_column) has its PII spans (the same scan as `tunewise check`, with audit.pii_patterns and,
-    when set, audit.pii_ner_model's names and places)
+    Each copy has the source's file name and format; every text column the task reads (`text_columns`:
+    data.text_column, and data.text_pair_column for pairs) has its PII spans (the same scan as `tunewise
+    check`, with audit.pii_patterns and, when set, audit.pii_ner_model's names and places)
     replaced by `<ENTITY>` (replace), `*` of the same length (mask) or a salted `<ENTITY:hash>` pseudonym
     (hash); all other columns and the row order are kept. A file named for several splits is written once.
 
@@ -77,13 +79,10 @@ def write_redacted_copies(config: RunConfig, out_dir: Path, mode: RedactMode, sa
         raise ValueError(f"unknown redaction mode {mode!r}; use 'replace', 'mask' or 'hash'")
     out_dir = Path(out_dir)
     sources = _plan(config, out_dir)
-    text_columns = [config.data.text_column]
-    if config.data.text_pair_column is not None:
-        text_columns.append(config.data.text_pair_column)
     salt = _load_salt(Path(salt_file)) if mode == "hash" else ""
     scanner = PiiScanner(custom_patterns=config.audit.pii_patterns, ner_model=config.audit.pii_ner_model)
 
-    contents = [_redacted_bytes(source, text_columns, scanner, mode, salt) for source in sources]
+    contents = [_redacted_bytes(source, list(text_columns), scanner, mode, salt) for source in sources]
     _make_folder(out_dir)
     written = []
     for source, data in zip(sources, contents, strict=True):

@@ -1,6 +1,10 @@
-"""Run configuration: the schema, YAML loading with overrides, and the commented template."""
+"""Run configuration: the shared sections, the cross-field rules, YAML parsing and the commented template.
 
-from tunewise.config.loading import dump_config, load_config
-from tunewise.config.schema import RunConfig
+Each task adds its own section in its module (tunewise/tasks/); `tunewise.tasks.load_config`
+validates a YAML file against the config class of the task it names.
+"""
 
-__all__ = ["RunConfig", "dump_config", "load_config"]
+from tunewise.config.parsing import dump_config
+from tunewise.config.sections import RunConfig
+
+__all__ = ["RunConfig", "dump_config"]

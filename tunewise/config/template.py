@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from tunewise.config.schema import RunConfig
+from tunewise.config.sections import RunConfig
 
 STARTER_VALUES: dict[str, Any] = {
     "data": {"train": "data/train.csv", "test": "data/test.csv"},
@@ -21,9 +21,10 @@ STARTER_VALUES: dict[str, Any] = {
 }
 
 
-def commented_template() -> str:
+def commented_template(config_class: type[RunConfig]) -> str:
+    """Every field of one task's config class, its default and its description as a comment."""
     lines = ["# tunewise run config. Train with: tunewise train this.yaml", ""]
-    _emit(RunConfig, STARTER_VALUES, lines, indent=0)
+    _emit(config_class, STARTER_VALUES, lines, indent=0)
     return "\n".join(lines) + "\n"
 
 

@@ -77,11 +77,15 @@ def read_table(source: str, split: str, text_columns: list[str], label_column: s
     must have a value in every row. Returns a frame with a RangeIndex and the `_row` column.
     """
     where = f"{split} data {source!r}"
+    digest = None
     if source.startswith(HF_PREFIX):
         frame, rows, unit = _read_hf(source, split, where)
     else:
-        frame, rows, unit = _read_file(Path(source), where)
-    return _finish(frame, rows, unit, where, text_columns, label_column)
+        frame, rows, unit, digest = _read_file(Path(source), where)
+    frame = _finish(frame, rows, unit, where, text_columns, label_column)
+    if digest is not None:  # the bytes just parsed: no second read for the run's data fingerprint
+        frame.attrs["sha256"] = digest
+    return frame
 
 
 def file_fingerprint(source: str) -> str:
@@ -121,25 +125,27 @@ def cite_rows(rows: Iterable[int], unit: str = "row", limit: int = _CITE_LIMIT) 
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_file(path: Path, where: str) -> tuple[pd.DataFrame, list[int], str]:
-    """Dispatch on the extension; returns the raw frame, its user-visible row numbers and their unit."""
+def _read_file(path: Path, where: str) -> tuple[pd.DataFrame, list[int], str, str]:
+    """Dispatch on the extension; returns the raw frame, its user-visible row numbers, their unit and
+    the sha256 of the file's bytes."""
     _check_exists(path, where)
     fmt, compressed = _format_of(path, where)
     data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if compressed:
         data = _gunzip(data, where)
     if fmt == "parquet":
-        return _read_parquet(data, where)
+        return (*_read_parquet(data, where), digest)
     text = _decode(data, path, where)
     if not text.strip():
         raise DataError(f"{where}: the file is empty. Point the config at the file that holds your data.")
     if fmt == "csv":
-        return _read_delimited(text, ",", csv.QUOTE_MINIMAL, where)
+        return (*_read_delimited(text, ",", csv.QUOTE_MINIMAL, where), digest)
     if fmt == "tsv":
-        return _read_delimited(text, "\t", csv.QUOTE_NONE, where)
+        return (*_read_delimited(text, "\t", csv.QUOTE_NONE, where), digest)
     if fmt == "jsonl":
-        return _read_jsonl(text, where)
-    return _read_json(text, where)
+        return (*_read_jsonl(text, where), digest)
+    return (*_read_json(text, where), digest)
 
 
 def _check_exists(path: Path, where: str) -> None:

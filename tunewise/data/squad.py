@@ -176,6 +176,7 @@ def _answer_records(value: Any, where: str) -> list[dict[str, Any]]:
                 f'{where}: the answer {answer!r} needs a "text" string and an integer "answer_start" (the '
                 "character where the text begins in the context)."
             )
+        assert start is not None
         records.append({"text": answer["text"], "answer_start": int(start)})
     return records
 

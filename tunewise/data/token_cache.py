@@ -83,7 +83,7 @@ def _save(path: Path, result: dict[str, list[np.ndarray]]) -> None:
         arrays[f"{name}.values"] = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial.npz")
-    np.savez(partial, **arrays)
+    np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
     partial.replace(path)  # atomic: a concurrent reader never sees half a file
 
 

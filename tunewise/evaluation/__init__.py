@@ -2,10 +2,12 @@
 
 from tunewise.evaluation.metrics import (
     METRIC_DIRECTIONS,
+    MULTI_LABEL_METRICS,
+    REGRESSION_METRICS,
+    SINGLE_LABEL_METRICS,
     expected_calibration_error,
     format_metrics_table,
     is_better,
-    metric_names,
     multi_label_metrics,
     regression_metrics,
     single_label_metrics,
@@ -14,10 +16,12 @@ from tunewise.evaluation.metrics import (
 
 __all__ = [
     "METRIC_DIRECTIONS",
+    "MULTI_LABEL_METRICS",
+    "REGRESSION_METRICS",
+    "SINGLE_LABEL_METRICS",
     "expected_calibration_error",
     "format_metrics_table",
     "is_better",
-    "metric_names",
     "multi_label_metrics",
     "regression_metrics",
     "single_label_metrics",

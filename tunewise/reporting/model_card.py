@@ -15,22 +15,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from tunewise.reporting.report import (
-    CALIBRATION_PLOT,
-    PRIVACY_NOT_RUN,
-    RunFacts,
-    Table,
-    dp_tables,
-    findings_table,
-    fmt,
-    json_tables,
-    metrics_table,
-    per_class_table,
-    read_run,
-    run_date,
-)
+from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, RunFacts, read_run, run_date
+from tunewise.reporting.tables import Table, dp_tables, findings_table, fmt, json_tables, metrics_table, per_class_table
+from tunewise.runs.layout import CALIBRATION_PLOT, CARD_FILE, LOSS_PLOT
 
-CARD_FILE = "model_card.md"
 ECE_CAVEAT = 0.05  # above this, scores should not be read as probabilities
 SMALL_EVALUATION = 200  # rows: below this, one standard error of accuracy is several points
 METRIC_MEANINGS = {
@@ -202,7 +190,7 @@ def _factors(facts: RunFacts) -> str:
     max_length = fmt(facts.section("data").get("max_length"))
     cut = (
         f"trained on rows of at most {max_length} tokens"
-        if facts.task == "causal-lm"
+        if facts.can("generation")
         else f"input cut at {max_length} tokens: longer texts are judged on their beginning only"
     )
     if not facts.text_columns:
@@ -263,18 +251,9 @@ def _training_data(facts: RunFacts) -> str:
         items.append("`data.dedupe: true`: training rows whose text also stands in validation or test were dropped.")
     if data.get("balance") not in (None, "none"):
         items.append(f"Classes balanced in training by {code(data['balance'])}.")
-    if facts.task == "causal-lm":
-        prompt = data.get("prompt_column")
-        items.append(
-            f"Learned text: column {code(data.get('text_column'))}"
-            + (f", with prompts from {code(prompt)} (loss on the response only)" if prompt else "")
-            + (f"; packed into rows of {fmt(data.get('max_length'))} tokens" if data.get("packing") else "")
-            + "."
-        )
-    else:
-        inputs = ", ".join(code(column) for column in facts.text_columns)
-        targets = facts.targets + "."
-        items.append(f"Text column(s) {inputs}; targets: {targets}" if inputs else f"Targets: {targets}")
+    inputs = ", ".join(code(column) for column in facts.text_columns)
+    targets = facts.targets + "."
+    items.append(f"Text column(s) {inputs}; targets: {targets}" if inputs else f"Targets: {targets}")
     if (facts.run_dir / "audit" / "datasheet.md").is_file():
         items.append("A datasheet (Gebru et al.) for this data is in `audit/datasheet.md`.")
     return bullets(items)
@@ -284,18 +263,18 @@ def _quantitative(facts: RunFacts) -> str:
     if not facts.metrics:
         return "This run recorded no metrics."
     parts = ["**Overall**", md_table(metrics_table(facts))]
-    for split in facts.metrics:
-        scores = facts.metrics[split]
+    for name in facts.metrics:
+        scores = facts.metrics[name]
         if isinstance(scores.get("accuracy"), float) and isinstance(scores.get("n"), int | float) and scores["n"] > 0:
             p, n = scores["accuracy"], scores["n"]
             parts.append(
-                f"{split} accuracy {fmt(p)} ± {fmt(math.sqrt(p * (1 - p) / n))} (one standard error, n {fmt(n)})."
+                f"{name} accuracy {fmt(p)} ± {fmt(math.sqrt(p * (1 - p) / n))} (one standard error, n {fmt(n)})."
             )
     split = facts.headline_split
     per_class = per_class_table(facts, split) if split else None
     if per_class is not None:
         parts.append(md_table(per_class))
-    figures = [("plots/loss.png", "loss and learning rate"), (CALIBRATION_PLOT, "reliability diagram")]
+    figures = [(LOSS_PLOT, "loss and learning rate"), (CALIBRATION_PLOT, "reliability diagram")]
     figures += [(f"plots/confusion_{s}.png", f"confusion matrix ({s})") for s in facts.metrics]
     present = [f"![{caption}]({path})" for path, caption in figures if (facts.run_dir / path).is_file()]
     if present:
@@ -356,7 +335,7 @@ def _caveats(facts: RunFacts) -> str:
             f"Weakest class on {split}: {md(weakest)} (F1 {fmt(per_class[weakest].get('f1'))}, recall "
             f"{fmt(per_class[weakest].get('recall'))}, {fmt(per_class[weakest].get('support'))} rows)."
         )
-    if facts.problem_type == "causal_lm":
+    if facts.can("generation"):
         items.append(
             "Perplexity measures fit to held-out text like the training data only; generated text was not evaluated "
             "for accuracy, toxicity or bias. Review generations before any use."
@@ -382,4 +361,4 @@ def _caveats(facts: RunFacts) -> str:
     return bullets(items)
 
 
-__all__ = ["write_model_card"]
+__all__ = ["CARD_FILE", "write_model_card"]

@@ -1,4 +1,4 @@
-"""A fine-tuned model ready to use: predict on texts or files, and evaluate on labelled data.
+"""A fine-tuned model ready to use: predict on raw inputs or files, and evaluate on labelled data.
 
 `tunewise.load(run_dir)` returns one; so does a finished `tunewise.train(...)` (as `run.model`).
 Prediction batches inputs longest-first, so almost no compute goes to padding.
@@ -10,30 +10,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from tunewise.config.loading import load_config
-from tunewise.config.schema import RunConfig
+from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError
-from tunewise.models.registry import ModelSource
+from tunewise.runs.layout import MODEL_FOLDER
+from tunewise.runs.reader import run_config, run_folder
 from tunewise.tasks import Task, make_task
-from tunewise.training.batching import EncodedSplit
-from tunewise.training.loop import predict_logits
-
-PREDICT_BATCH_SIZE = 64
+from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, TaskFacts
 
 
 class FineTunedModel:
-    """A model, its tokenizer, and the task that turns its outputs into labels."""
+    """A model, its processor (tokenizer), and the task that turns its outputs into predictions."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, task: Task, config: RunConfig):
+    def __init__(self, model: nn.Module, processor: Processor, task: Task, config: RunConfig):
         self.model = model.eval()
-        self.tokenizer = tokenizer
+        self.processor = processor
         self.task = task
         self.config = config
+
+    @property
+    def facts(self) -> TaskFacts:
+        return self.task.facts()
 
     @property
     def device(self) -> torch.device:
@@ -41,48 +41,43 @@ class FineTunedModel:
 
     @property
     def max_length(self) -> int:
-        return int(self.config.data.max_length)
+        max_length = self.config.data.max_length
+        assert isinstance(max_length, int), "a trained run's config has max_length resolved"
+        return max_length
 
     def predict(self, inputs: Any) -> list[dict[str, Any]]:
         """Predictions for raw inputs (texts, (text, pair) tuples, ... as the task takes them): one dict each."""
-        frame = self.task.frame_from_inputs(inputs)
+        frame = self.task.data.from_inputs(inputs)
         return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities for raw texts, one row per text (classification models)."""
-        logits, _ = self._logits(self.task.encode(self.task.frame_from_inputs(texts), self.tokenizer, self.max_length))
-        return self.task.probabilities(logits)
-
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        if not self.task.keeps_logits:  # generative tasks answer with text, not with scores
-            return self.task.generate(self.model, self.tokenizer, frame, self.max_length)
-        encoded = self.task.encode(frame, self.tokenizer, self.max_length)
-        logits, _ = self._logits(encoded)
-        return self.task.present(logits, encoded)
+        encoded = self.encode(frame, "predict")
+        return self.task.scoring.present(self.run(encoded), encoded)
 
     def predict_file(self, source: str) -> pd.DataFrame:
         """The input rows (user's columns) followed by the prediction columns."""
-        frame = self.task.read_split(source, "predict", with_labels=False)
+        frame = self.task.data.read(source, "predict", labelled=False)
         return pd.concat([user_columns(frame), self.predict_frame(frame)], axis=1)
 
     def evaluate(self, source: str, split: str = "evaluation") -> tuple[dict[str, Any], pd.DataFrame]:
         """Metrics on a labelled file, and the per-row predictions."""
-        frame = self.task.read_split(source, split)
-        self.task.check_split(frame, split, source)
-        encoded = self.task.encode(frame, self.tokenizer, self.max_length)
-        logits, loss = self._logits(encoded)
-        metrics = {**self.task.compute_metrics(logits, encoded, loss), "loss": loss}
-        if logits is None:
+        frame = self.task.data.read(source, split)
+        self.task.data.check(frame, split, source)
+        encoded = self.encode(frame, "evaluate")
+        outputs = self.run(encoded)
+        metrics = {**self.task.scoring.metrics(outputs, encoded), "loss": outputs.loss}
+        if self.facts.capabilities.generation:  # a language model's evaluation rows are scored, not answered
             return metrics, user_columns(frame)
-        return metrics, pd.concat([user_columns(frame), self.task.present(logits, encoded)], axis=1)
+        return metrics, pd.concat([user_columns(frame), self.task.scoring.present(outputs, encoded)], axis=1)
 
-    def _logits(self, encoded: EncodedSplit) -> tuple[Any, float | None]:
-        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
-        device = self.device
-        # on a GPU, bf16 arithmetic (as in training) is several times faster than float32
-        fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    def encode(self, frame: pd.DataFrame, purpose: Any) -> EncodedSplit:
+        return self.task.data.encode(frame, self.processor, self.max_length, purpose)
+
+    def run(self, encoded: EncodedSplit) -> Outputs:
+        """The model's outputs for encoded rows; on a GPU in bf16 (as in training), several times faster."""
+        fast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
-            return predict_logits(self.model, encoded, PREDICT_BATCH_SIZE, device, pad, self.task.keeps_logits)
+            return self.task.scoring.run(self.model, self.processor, encoded)
 
 
 def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
@@ -122,21 +117,18 @@ def user_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load(path: str | Path, device: str | None = None) -> FineTunedModel:
     """Load a run folder (or its `model/` folder) written by `tunewise train`."""
-    path = Path(path)
-    run_dir = path.parent if (path / "config.json").is_file() and not (path / "model").is_dir() else path
-    model_dir = run_dir / "model"
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(
-            f"{path} is not a tunewise run folder: {model_dir}/config.json is missing. Point at the output_dir of a "
-            "finished `tunewise train`."
-        )
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{run_dir} has no config.yaml; it was not written by tunewise train.")
-    config = load_config(config_file)
+    run_dir = run_folder(path)
+    config = run_config(run_dir)
+    model_dir = run_dir / MODEL_FOLDER
     task = make_task(config)
-    model = task.load_trained(model_dir)
-    task.restore(model.config)
+    try:
+        model = task.model.load(model_dir)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:  # truncated weights, a hand-edited config
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"{model_dir}: the saved model cannot be loaded ({first}). The folder may be incomplete or damaged; "
+            "train the run again, or restore model/ from a backup."
+        ) from None
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = task.load_tokenizer(ModelSource(str(model_dir), str(model_dir), is_local=True))
-    return FineTunedModel(model.to(target), tokenizer, task, config)
+    processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
+    return FineTunedModel(model.to(target), processor, task, config)

@@ -1,26 +1,61 @@
-"""Task registry: adding a task is one module plus one line here."""
+"""The task registry: adding a task is its module plus one line in TASKS.
+
+Each entry pairs a task's config class (which fixes `task:` and adds the task's own section) with
+the class that builds the task from it. `load_config` validates a YAML file against the class its
+`task:` names; `make_task` builds the task from a validated config. Typing TASKS as `TaskEntry` is
+what makes mypy check every registered task against the `Task` Protocol.
+"""
 
 from __future__ import annotations
 
-from tunewise.config.schema import RunConfig
-from tunewise.tasks.base import Task
-from tunewise.tasks.causal_lm import CausalLMTask
-from tunewise.tasks.image_classification import ImageClassificationTask
-from tunewise.tasks.question_answering import QuestionAnsweringTask
-from tunewise.tasks.text_classification import TextClassificationTask
-from tunewise.tasks.token_classification import TokenClassificationTask
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-TASKS: dict[str, type] = {
-    "text-classification": TextClassificationTask,
-    "causal-lm": CausalLMTask,
-    "token-classification": TokenClassificationTask,
-    "question-answering": QuestionAnsweringTask,
-    "image-classification": ImageClassificationTask,
+from tunewise.config.parsing import parse_config
+from tunewise.config.sections import RunConfig
+from tunewise.tasks.base import Task, TaskData, TaskModel, TaskScoring
+from tunewise.tasks.causal_lm import CausalLMConfig, CausalLMTask
+from tunewise.tasks.image_classification import ImageClassificationConfig, ImageClassificationTask
+from tunewise.tasks.question_answering import QuestionAnsweringConfig, QuestionAnsweringTask
+from tunewise.tasks.text_classification import TextClassificationConfig, TextClassificationTask
+from tunewise.tasks.token_classification import TokenClassificationConfig, TokenClassificationTask
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    config: type[RunConfig]
+    build: Callable[[Any], Task]
+
+
+TASKS: dict[str, TaskEntry] = {
+    "text-classification": TaskEntry(TextClassificationConfig, TextClassificationTask),
+    "causal-lm": TaskEntry(CausalLMConfig, CausalLMTask),
+    "token-classification": TaskEntry(TokenClassificationConfig, TokenClassificationTask),
+    "question-answering": TaskEntry(QuestionAnsweringConfig, QuestionAnsweringTask),
+    "image-classification": TaskEntry(ImageClassificationConfig, ImageClassificationTask),
 }
+CONFIG_CLASSES: dict[str, type[RunConfig]] = {name: entry.config for name, entry in TASKS.items()}
+
+
+def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | None = None) -> RunConfig:
+    """A validated run config from a YAML path, a dict or a config, with `--set` overrides applied."""
+    return parse_config(source, overrides, CONFIG_CLASSES)
 
 
 def make_task(config: RunConfig) -> Task:
-    return TASKS[config.task](config)
+    return TASKS[config.task].build(config)
 
 
-__all__ = ["TASKS", "Task", "make_task"]
+__all__ = [
+    "CONFIG_CLASSES",
+    "TASKS",
+    "Task",
+    "TaskData",
+    "TaskEntry",
+    "TaskModel",
+    "TaskScoring",
+    "load_config",
+    "make_task",
+]

@@ -13,73 +13,182 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
+from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from tunewise.audit.findings import Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import DataConfig, RunConfig
 from tunewise.data.readers import read_table
 from tunewise.data.token_cache import tokenize
 from tunewise.errors import DataError, TunewiseError
-from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
-from tunewise.training.batching import LABEL_PAD, EncodedSplit
+from tunewise.inference import predict_logits
+from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.types import (
+    LABEL_PAD,
+    Capabilities,
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ModelSource,
+    Outputs,
+    Purpose,
+    TaskFacts,
+)
 
+NAME: Final = "causal-lm"
 GENERATE_MAX_NEW_TOKENS = 64
 
 
+# ------------------------------------------------------------------------------------------ config
+
+
+class CausalLMData(DataConfig):
+    prompt_column: str | None = Field(
+        default=None,
+        description="A column of prompts placed before text_column; the loss covers the text (the response) only, "
+        "as instruction tuning needs.",
+    )
+    packing: bool = Field(
+        default=True,
+        description="Pack several examples into each max_length row (no padding); position ids restart at every "
+        "example, so attention never crosses from one example into the next.",
+    )
+
+
+@rule(NAME, "data.prompt_column")
+def prompt_is_another_column(config: CausalLMConfig) -> str | None:
+    if config.data.prompt_column is not None and config.data.prompt_column == config.data.text_column:
+        return "must name a different column than data.text_column"
+    return None
+
+
+class CausalLMConfig(RunConfig):
+    """Continue pre-training a causal language model, or tune it on prompt/response pairs."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, prompt_is_another_column)
+
+    task: Literal["causal-lm"] = Field(
+        default=NAME,
+        description="causal-lm: continued pre-training on text, or instruction tuning on prompt/response pairs.",
+    )
+    data: CausalLMData = Field(description="Where the data is and which columns to use.")
+
+
+# ------------------------------------------------------------------------------------------ the task
+
+
 class CausalLMTask:
-    name = "causal-lm"
-    problem_type = "causal_lm"
-    keeps_logits = False  # a vocabulary-wide logit per token: evaluation keeps the loss only
-    truncates = True  # without packing, longer examples are cut; packed ones are split across rows
-    targets = "the next token of the text itself"
+    def __init__(self, config: CausalLMConfig):
+        self.data = CausalLMReader(config.data)
+        self.model = CausalLMModel()
+        self.scoring = CausalLMScoring()
 
-    def __init__(self, config: RunConfig):
-        self.data = config.data
-        self.label_names: list[str] = []
+    def facts(self) -> TaskFacts:
+        config = self.data.config
+        targets = f"the next token of `{config.text_column}`"
+        if config.prompt_column:
+            targets += f", after a prompt from `{config.prompt_column}` (loss on the response only)"
+        if config.packing:
+            targets += "; examples packed into rows of max_length tokens"
+        return TaskFacts(
+            name=NAME,
+            problem_type="causal_lm",
+            text_columns=tuple(self.data.text_columns),
+            label_names=(),
+            targets=targets,
+            metrics=("perplexity", "loss"),
+            default_metric="loss",
+            # without packing, longer examples are cut; packed ones are split across rows
+            capabilities=Capabilities(generation=True, truncates=True),
+        )
 
-    # ----- model source -----------------------------------------------------------------------
-    def resolve_source(self, name: str) -> ModelSource:
-        return resolve_model(name)
 
-    def load_tokenizer(self, source: ModelSource) -> Any:
-        return load_text_tokenizer(source)
+class CausalLMReader:
+    def __init__(self, config: CausalLMData):
+        self.config = config
 
-    # ----- data -----------------------------------------------------------------------------
     @property
     def text_columns(self) -> list[str]:
-        return ([self.data.prompt_column] if self.data.prompt_column else []) + [self.data.text_column]
+        return ([self.config.prompt_column] if self.config.prompt_column else []) + [self.config.text_column]
 
-    def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
-        columns = self.text_columns if with_labels else self.text_columns[:1]
+    def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
+        columns = self.text_columns if labelled else self.text_columns[:1]
         return read_table(source, split, columns, None)
 
-    def fit_labels(self, train: pd.DataFrame) -> None:
+    def learn(self, train: pd.DataFrame) -> None:
         """A language model's targets are its own text: there is no label space to learn."""
 
-    def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
+    def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
         """Any text is a valid target."""
 
-    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
         """Text quality, lengths, duplicates and personal data are the shared checks: nothing more."""
         return []
 
-    def stratifies(self) -> bool:
-        return False
+    def resolve(self, config: CausalLMConfig) -> CausalLMConfig:
+        """Reading the data settles no setting of this task."""
+        return config
 
-    def metric_names(self) -> list[str]:
-        return ["perplexity", "loss"]
+    def from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
+        """Prompts to continue, in the first text column."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not all(isinstance(t, str) for t in texts):
+            raise TunewiseError("predict() takes a prompt string or a list of them.")
+        return pd.DataFrame({self.text_columns[0]: texts})
 
-    def default_metric(self) -> str:
-        return "loss"
+    def encode(
+        self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
+    ) -> EncodedSplit:
+        """Training and evaluation rows: examples (packed, or cut at max_length) whose targets are their own
+        tokens (the response only, after a prompt). Prediction rows: the prompts to continue."""
+        pad = processor.pad_token_id or 0
+        if purpose == "predict":
+            prompts = tokenize(processor, self._texts(frame, self.text_columns[0]), max_length=max_length)
+            return EncodedSplit(sequences=prompts, labels=None, pad_token_id=pad)
+        responses = tokenize(processor, self._texts(frame, self.config.text_column), use_cache=use_cache)
+        eos = _eos(processor)
+        examples, targets = [], []
+        if self.config.prompt_column:
+            prompts = tokenize(processor, self._texts(frame, self.config.prompt_column), use_cache=use_cache)
+            for prompt, response in zip(prompts["input_ids"], responses["input_ids"], strict=True):
+                examples.append(np.concatenate([prompt, response, eos]))
+                targets.append(np.concatenate([np.full(len(prompt), LABEL_PAD), response, eos]))
+        else:
+            for ids in responses["input_ids"]:
+                examples.append(np.concatenate([ids, eos]))
+                targets.append(examples[-1])
+        if self.config.packing:
+            return pack(examples, targets, max_length, pad)
+        examples = [ids[:max_length] for ids in examples]
+        targets = [ids[:max_length] for ids in targets]
+        return EncodedSplit(sequences={"input_ids": examples}, labels=targets, pad_token_id=pad)
 
-    # ----- model ----------------------------------------------------------------------------
-    def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
-        # float32 master weights whatever the checkpoint stores; bf16 autocast does the arithmetic
+    @staticmethod
+    def _texts(frame: pd.DataFrame, column: str) -> list[str]:
+        texts = frame[column].astype(str).tolist()
+        if not any(text.strip() for text in texts):
+            raise DataError(f"column {column!r} holds no text in any row; a language model needs text to learn from.")
+        return texts
+
+
+class CausalLMModel:
+    def source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def processor(self, source: ModelSource) -> Any:
+        tokenizer = load_text_tokenizer(source)
+        if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship none; padding is masked out anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
+        """float32 master weights whatever the checkpoint stores; bf16 autocast does the arithmetic."""
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
         # Without a key/value cache, transformers reads packed examples from the restarting position
         # ids and masks attention between them; with one (its default), it would not. Training never
@@ -87,83 +196,55 @@ class CausalLMTask:
         model.config.use_cache = False
         return model
 
-    def load_trained(self, model_dir: Path) -> PreTrainedModel:
-        return AutoModelForCausalLM.from_pretrained(model_dir)
+    def save(self, model: Any, processor: Any, folder: Path) -> None:
+        save_pretrained(model, processor, folder)
 
-    def restore(self, model_config: Any) -> None:
-        """Nothing beyond the weights and the tokenizer is needed to use the model."""
+    def load(self, folder: Path) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_pretrained(folder)
 
-    def save_settings(self, model_config: Any) -> None:
-        """No task settings to store."""
 
-    # ----- encoding ---------------------------------------------------------------------------
-    def encode(
-        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
-    ) -> EncodedSplit:
-        if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship none; padding is masked out anyway
-            tokenizer.pad_token = tokenizer.eos_token
-        responses = tokenize(tokenizer, self._texts(frame, self.data.text_column), use_cache=use_cache)
-        examples, targets = [], []
-        if self.data.prompt_column:
-            prompts = tokenize(tokenizer, self._texts(frame, self.data.prompt_column), use_cache=use_cache)
-            for prompt, response in zip(prompts["input_ids"], responses["input_ids"], strict=True):
-                examples.append(np.concatenate([prompt, response, self._eos(tokenizer)]))
-                targets.append(np.concatenate([np.full(len(prompt), LABEL_PAD), response, self._eos(tokenizer)]))
-        else:
-            for ids in responses["input_ids"]:
-                examples.append(np.concatenate([ids, self._eos(tokenizer)]))
-                targets.append(examples[-1])
-        if self.data.packing:
-            return pack(examples, targets, max_length)
-        examples = [ids[:max_length] for ids in examples]
-        targets = [ids[:max_length] for ids in targets]
-        return EncodedSplit(sequences={"input_ids": examples}, labels=targets)
+class CausalLMScoring:
+    def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
+        """Labelled rows: the mean loss (a vocabulary-wide logit per token is not kept). Prompts: their
+        greedy continuations."""
+        if split.labels is None:
+            return Outputs(texts=self._generate(model, processor, split))
+        _, loss = predict_logits(model, split, keep_logits=False)
+        return Outputs(loss=loss)
 
-    def frame_from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
-        """Prompts to continue, in the first text column."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not all(isinstance(t, str) for t in texts):
-            raise TunewiseError("predict() takes a prompt string or a list of them.")
-        return pd.DataFrame({self.text_columns[0]: texts})
-
-    def _texts(self, frame: pd.DataFrame, column: str) -> list[str]:
-        texts = frame[column].astype(str).tolist()
-        if not any(text.strip() for text in texts):
-            raise DataError(f"column {column!r} holds no text in any row; a language model needs text to learn from.")
-        return texts
-
-    @staticmethod
-    def _eos(tokenizer: Any) -> np.ndarray:
-        return np.array([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [], dtype=np.int32)
-
-    # ----- outputs ----------------------------------------------------------------------------
-    def calibrate(self, logits: Any, split: EncodedSplit) -> None:
+    def calibrate(self, outputs: Outputs, split: EncodedSplit) -> None:
         """Nothing to fit after training."""
 
-    def compute_metrics(self, logits: Any, split: EncodedSplit, loss: float | None = None) -> dict[str, Any]:
+    def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
+        loss = outputs.loss
         return {"perplexity": math.exp(min(loss, 50.0)) if loss is not None else None}
 
-    def present(self, logits: Any, split: EncodedSplit) -> pd.DataFrame:
-        raise NotImplementedError("causal-lm predictions are generated text: use generate()")
+    def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
+        return pd.DataFrame({"generated_text": outputs.texts or []})
 
     @torch.no_grad()
-    def generate(self, model: PreTrainedModel, tokenizer: Any, frame: pd.DataFrame, max_length: int) -> pd.DataFrame:
-        """Greedy continuations of the first text column (the prompt, for instruction-tuned models)."""
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"  # generation continues from the right edge of each row
+    def _generate(self, model: nn.Module, processor: Any, split: EncodedSplit) -> list[str]:
+        """Greedy continuations of each prompt (the instruction, for instruction-tuned models)."""
         device = next(model.parameters()).device
         completions = []
-        for prompt in frame[self.text_columns[0]].astype(str):
-            inputs = tokenizer(prompt, return_tensors="pt", truncation=True, max_length=max_length).to(device)
-            output = model.generate(
-                **inputs, max_new_tokens=GENERATE_MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        for ids in split.sequences["input_ids"]:
+            input_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device).unsqueeze(0)
+            output = model.generate(  # type: ignore[operator]
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=GENERATE_MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=processor.pad_token_id,
             )
-            completions.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-        return pd.DataFrame({"generated_text": completions})
+            completions.append(processor.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True))
+        return completions
 
 
-def pack(examples: list[np.ndarray], targets: list[np.ndarray], max_length: int) -> EncodedSplit:
+def _eos(processor: Any) -> np.ndarray:
+    return np.array([processor.eos_token_id] if processor.eos_token_id is not None else [], dtype=np.int32)
+
+
+def pack(examples: list[np.ndarray], targets: list[np.ndarray], max_length: int, pad_token_id: int = 0) -> EncodedSplit:
     """Concatenate examples into rows of max_length tokens (an example longer than a row is split).
 
     position_ids restart at 0 at each example (and at each row), and the first token of every
@@ -191,7 +272,8 @@ def pack(examples: list[np.ndarray], targets: list[np.ndarray], max_length: int)
         labels=[labels[start : start + max_length] for start in rows],
         attention_mask=False,
         fixed_shape=True,
+        pad_token_id=pad_token_id,
     )
-    for row in split.labels:  # a row's first token has nothing before it to be predicted from
+    for row in split.labels or []:  # a row's first token has nothing before it to be predicted from
         row[0] = LABEL_PAD
     return split

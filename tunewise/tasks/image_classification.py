@@ -11,78 +11,183 @@ a batch is a pure function of the RNG state and a resumed run sees the same pixe
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, field_validator
 
-from tunewise.audit.findings import Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import RunConfig, Section
 from tunewise.data.images import UnreadableImage, file_sha256, load_rgb, read_images, unreadable_images
 from tunewise.errors import ConfigError, DataError, TunewiseError
-from tunewise.evaluation.metrics import metric_names, single_label_metrics
-from tunewise.models.registry import CheckpointHints, ModelSource
-from tunewise.tasks.text_classification import normalise_label, sort_label_names
-from tunewise.training.batching import EncodedSplit
+from tunewise.models.registry import save_pretrained
+from tunewise.tasks.classes import ClassLabels, ClassScoring, normalise_label, sort_label_names
+from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
 
 if TYPE_CHECKING:  # timm is imported when an image task runs, not whenever tunewise loads
     from tunewise.models.vision import ImageProcessor, TimmImageClassifier, VisionSource
 
+NAME: Final = "image-classification"
 DECODE_THREADS = 8
 SHOWN_FILES = 10  # unreadable files named in a data-check message or an error (the finding's details: all)
 
 
-class ImageClassificationTask:
-    name = "image-classification"
-    problem_type = "single_label"
-    keeps_logits = True
-    truncates = False  # images are resized, never cut
+# ------------------------------------------------------------------------------------------ config
 
-    def __init__(self, config: RunConfig):
-        self.data = config.data
-        self.image = config.image
-        self.text_columns: list[str] = []  # no text: the data check's text checks do not apply
-        self.label_names: list[str] = []
-        self.unreadable: dict[str, list[UnreadableImage]] = {}  # split -> files left out
-        self._sources: dict[str, VisionSource] = {}
 
-    @property
-    def targets(self) -> str:
-        return f"label column `{self.data.label_column}` (an ImageFolder tree: each image's class folder)"
+class ImageSection(Section):
+    path_column: str = Field(
+        default="image",
+        description="CSV/JSONL/Parquet data: the column holding each image's path; relative "
+        "paths are resolved against the data file's folder. An ImageFolder tree (root/<class>/<image>) needs none.",
+    )
+    architecture: str | None = Field(
+        default=None,
+        description="the timm architecture of a bare state_dict given as model (a .pth or "
+        ".safetensors file), e.g. resnet18. Built-in, hub and saved-run models know their own.",
+    )
+    image_size: int | None = Field(
+        default=None,
+        ge=16,
+        description="train and predict at this square input size (pixels); null: the "
+        "pretrained model's own (timm's data config, 224 for efficientnet-lite0).",
+    )
+    crop_scale: tuple[float, float] = Field(
+        default=(0.08, 1.0),
+        description="training crops cover this range of each image's area (random resized "
+        "crop), then are resized to the input size.",
+    )
+    hflip: float = Field(default=0.5, ge=0, le=1, description="probability of a horizontal flip in training.")
+    randaugment: str | None = Field(
+        default=None,
+        description="timm RandAugment policy for training images, e.g. rand-m9-mstd0.5 "
+        "(magnitude 9 with noise); null: none.",
+    )
+    mixup_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        description="mixup strength; each training batch is blended with a shuffled copy of "
+        "itself (weight drawn from Beta(alpha, alpha)), and the loss with the same blend of the labels. 0: off; "
+        "0.2 is usual.",
+    )
 
-    # ----- model source -----------------------------------------------------------------------
-    def resolve_source(self, name: str) -> ModelSource:
-        from tunewise.models.vision import resolve_vision_model
+    @field_validator("randaugment")
+    @classmethod
+    def _randaugment(cls, value: str | None) -> str | None:
+        # timm reads the policy leniently (an unknown part is silently ignored), so check it here
+        part = r"(m|mstd|mmax|p)\d+(\.\d+)?|n\d+|w\d+|inc[01]"
+        if value is not None and not re.fullmatch(rf"rand(-({part}))*", value):
+            raise ValueError(
+                f"randaugment {value!r} is not a RandAugment policy: write rand- then parts joined by '-': m9 "
+                "(magnitude, 0-10), n2 (operations per image), mstd0.5 (magnitude noise), e.g. rand-m9-mstd0.5"
+            )
+        return value
 
-        vision = resolve_vision_model(name, self.image.architecture)
-        self._sources[name] = vision
-        location = str(vision.weights) if vision.weights is not None else vision.hub_name
-        return ModelSource(name, location, is_local=vision.hub_name is None)
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("crop_scale must be [low, high] with 0 < low <= high <= 1, e.g. [0.08, 1.0]")
+        return value
 
-    def load_tokenizer(self, source: ModelSource) -> ImageProcessor:
-        from tunewise.models.vision import PROCESSOR_FILE, Augmentation, ImageProcessor
 
-        augmentation = Augmentation(
-            scale=tuple(self.image.crop_scale), hflip=self.image.hflip, auto_augment=self.image.randaugment
+@rule(NAME, "data.label_column")
+def label_is_not_the_path_column(config: ImageClassificationConfig) -> str | None:
+    if config.data.label_column == config.image.path_column:
+        return "must differ from image.path_column"
+    return None
+
+
+@rule(NAME, "data.dedupe")
+def dedupe_compares_texts(config: ImageClassificationConfig) -> str | None:
+    if config.data.dedupe:
+        return (
+            "data.dedupe compares texts; image-classification reports identical image files across splits in the "
+            "data check instead. Set data.dedupe: false and remove the copies it lists"
         )
-        if source.is_local and (Path(source.location) / PROCESSOR_FILE).is_file() and source.name not in self._sources:
-            return ImageProcessor.from_pretrained(source.location)  # a saved run: its own evaluation transform
-        return ImageProcessor.for_model(self._vision(source), self.image.image_size, augmentation)
+    return None
 
-    def _vision(self, source: ModelSource) -> VisionSource:
-        if source.name not in self._sources:
-            self.resolve_source(source.name)
-        return self._sources[source.name]
 
-    # ----- data -----------------------------------------------------------------------------
-    def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
+@rule(NAME, "image.mixup_alpha")
+def mixup_keeps_the_model_loss(config: ImageClassificationConfig) -> str | None:
+    if config.image.mixup_alpha > 0 and config.data.balance == "reweight":
+        return (
+            "image.mixup_alpha blends labels inside the model's loss, which data.balance: reweight replaces; use "
+            "data.balance: oversample with mixup, or set image.mixup_alpha: 0"
+        )
+    return None
+
+
+class ImageClassificationConfig(RunConfig):
+    """One class per image, with any timm backbone, from an ImageFolder tree or a table of image paths."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        *RunConfig.rules,
+        label_is_not_the_path_column,
+        dedupe_compares_texts,
+        mixup_keeps_the_model_loss,
+    )
+
+    task: Literal["image-classification"] = Field(
+        default=NAME, description="image-classification: one class per image (timm models)."
+    )
+    model: str = Field(
+        default="efficientnet-lite0",
+        description="The built-in efficientnet-lite0 (offline ImageNet weights), any timm model name (e.g. "
+        "timm/resnet18.a1_in1k, from the Hugging Face hub), a .pth/.safetensors state_dict (with "
+        "image.architecture), or a tunewise run's model/ folder.",
+    )
+    image: ImageSection = Field(
+        default_factory=ImageSection, description="The path column, input size and training augmentation."
+    )
+
+
+# ------------------------------------------------------------------------------------------ the task
+
+
+class ImageClassificationTask:
+    def __init__(self, config: ImageClassificationConfig):
+        self.labels = ClassLabels(problem_type="single_label")
+        self.data = ImageReader(config, self.labels)
+        self.model = ImageModel(config.image, self.labels)
+        self.scoring = ClassScoring(self.labels)
+        self._label_column = config.data.label_column
+
+    def facts(self) -> TaskFacts:
+        return TaskFacts(
+            name=NAME,
+            problem_type="single_label",
+            text_columns=(),  # no text: the data check's text checks do not apply
+            label_names=tuple(self.labels.names),
+            targets=f"label column `{self._label_column}` (an ImageFolder tree: each image's class folder)",
+            metrics=self.labels.metric_names(),
+            default_metric="f1_macro",
+            capabilities=Capabilities(
+                stratified_split=True,
+                class_labels=True,
+                truncates=False,
+                reads_text=False,  # resized, never cut
+            ),
+        )
+
+
+class ImageReader:
+    def __init__(self, config: ImageClassificationConfig, labels: ClassLabels):
+        self.config = config.data
+        self.image = config.image
+        self.labels = labels
+        self.unreadable: dict[str, list[UnreadableImage]] = {}  # split -> files left out
+
+    def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
         """The split's images; unreadable files are left out with a warning naming each."""
-        label_column = self.data.label_column if with_labels else None
+        label_column = self.config.label_column if labelled else None
         frame = read_images(source, split, self.image.path_column, label_column)
         if label_column is not None:
             frame[label_column] = [normalise_label(value) for value in frame[label_column]]
@@ -101,26 +206,26 @@ class ImageClassificationTask:
         skipped = {item.row for item in bad}
         return frame[~frame["_row"].isin(skipped)].reset_index(drop=True)
 
-    def fit_labels(self, train: pd.DataFrame) -> None:
-        self.label_names = sort_label_names(set(train[self.data.label_column]))
-        if len(self.label_names) < 2:
+    def learn(self, train: pd.DataFrame) -> None:
+        self.labels.names = sort_label_names(set(train[self.config.label_column]))
+        if len(self.labels.names) < 2:
             raise DataError(
-                f"train: every image has the label {self.label_names[0]!r}; a classifier needs at least two classes "
+                f"train: every image has the label {self.labels.names[0]!r}; a classifier needs at least two classes "
                 "(an ImageFolder tree needs two class folders)."
             )
 
-    def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
-        unseen = frame[~frame[self.data.label_column].isin(self.label_names)]
+    def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
+        unseen = frame[~frame[self.config.label_column].isin(self.labels.names)]
         if len(unseen):
-            names = sorted(set(unseen[self.data.label_column]))
+            names = sorted(set(unseen[self.config.label_column]))
             raise DataError(
                 f"{source}: label(s) {', '.join(map(repr, names))} in {len(unseen)} {split} image(s) (e.g. "
                 f"{unseen[self.image.path_column].iloc[0]}) never occur in training, so the model cannot predict "
                 f"them. Add training images of those classes or remove these. Training labels: "
-                f"{', '.join(self.label_names)}."
+                f"{', '.join(self.labels.names)}."
             )
 
-    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
         """Unreadable files, and identical image files repeated in train or shared between splits."""
         findings = [self._unreadable_finding(split, bad) for split, bad in self.unreadable.items() if bad]
         return findings + self._identical_files(frames)
@@ -178,53 +283,18 @@ class ImageClassificationTask:
                 )
         return findings
 
-    def stratifies(self) -> bool:
-        return True
-
-    def metric_names(self) -> list[str]:
-        binary = len(self.label_names) == 2  # ROC-AUC is binary, its one-vs-rest form multiclass
-        return [n for n in metric_names("single_label") if n != ("roc_auc_ovr" if binary else "roc_auc")] + ["loss"]
-
-    def default_metric(self) -> str:
-        return "f1_macro"
-
-    # ----- model ----------------------------------------------------------------------------
-    def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> TimmImageClassifier:
-        """The pretrained backbone with a fresh classifier; timm's pooling, so `pooling` does not apply."""
-        from tunewise.models.vision import TimmImageConfig, build_image_classifier
-
-        config = TimmImageConfig(architecture=self._vision(source).architecture)
-        self.save_settings(config)
-        model = build_image_classifier(self._vision(source), config)
-        model.mixup_alpha = self.image.mixup_alpha
-        return model
-
-    def load_trained(self, model_dir: Path) -> TimmImageClassifier:
-        from tunewise.models.vision import load_image_classifier
-
-        return load_image_classifier(model_dir)
-
-    def save_settings(self, model_config: Any) -> None:
-        model_config.num_labels = len(self.label_names)
-        model_config.id2label = dict(enumerate(self.label_names))
-        model_config.label2id = {name: i for i, name in enumerate(self.label_names)}
-
-    def restore(self, model_config: Any) -> None:
-        self.label_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
-
-    # ----- encoding ---------------------------------------------------------------------------
     def encode(
-        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
+        self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
     ) -> EncodedSplit:
         """No pixels yet: a loader that decodes and transforms a batch's images when it is needed."""
-        if not hasattr(tokenizer, "transform"):
+        if not hasattr(processor, "transform"):
             raise ConfigError("image-classification needs an image processor; check model and task in the config.")
         paths = frame[self.image.path_column].tolist()
         labels = None
-        if self.data.label_column in frame.columns:
-            index = {name: i for i, name in enumerate(self.label_names)}
-            labels = np.array([index[value] for value in frame[self.data.label_column]], dtype=np.int64)
-        transform = tokenizer.transform(training)
+        if purpose != "predict" and self.config.label_column in frame.columns:
+            index = {name: i for i, name in enumerate(self.labels.names)}
+            labels = np.array([index[value] for value in frame[self.config.label_column]], dtype=np.int64)
+        transform = processor.transform(purpose == "train")
 
         def loader(indices: np.ndarray) -> dict[str, torch.Tensor]:
             images = list(_decoder().map(load_rgb, [paths[i] for i in indices]))
@@ -232,7 +302,11 @@ class ImageClassificationTask:
 
         return EncodedSplit(sequences={}, labels=labels, fixed_shape=True, loader=loader, rows=len(paths))
 
-    def frame_from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
+    def resolve(self, config: ImageClassificationConfig) -> ImageClassificationConfig:
+        """Reading the data settles no setting of this task."""
+        return config
+
+    def from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
         """Image paths as a frame; a path that is not a readable image is an error naming it."""
         paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         if not all(isinstance(p, (str, Path)) for p in paths):
@@ -249,26 +323,59 @@ class ImageClassificationTask:
             )
         return frame.drop(columns="_row")
 
-    # ----- outputs ------------------------------------------------------------------------------
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        return torch.from_numpy(logits).float().softmax(-1).numpy()
 
-    def calibrate(self, logits: np.ndarray, split: EncodedSplit) -> None:
-        """The argmax needs no threshold."""
+class ImageModel:
+    def __init__(self, image: ImageSection, labels: ClassLabels):
+        self.image = image
+        self.labels = labels
+        self._sources: dict[str, VisionSource] = {}
 
-    def compute_metrics(self, logits: np.ndarray, split: EncodedSplit, loss: float | None = None) -> dict[str, Any]:
-        return single_label_metrics(self.probabilities(logits), split.labels, self.label_names)
+    def source(self, name: str) -> ModelSource:
+        from tunewise.models.vision import architecture_family, resolve_vision_model
 
-    def present(self, logits: np.ndarray, split: EncodedSplit) -> pd.DataFrame:
-        outputs = self.probabilities(logits)
-        best = outputs.argmax(axis=1)
-        return pd.DataFrame(
-            {
-                "predicted_label": [self.label_names[i] for i in best],
-                "score": outputs.max(axis=1),
-                **{f"prob_{name}": outputs[:, i] for i, name in enumerate(self.label_names)},
-            }
+        vision = resolve_vision_model(name, self.image.architecture)
+        self._sources[name] = vision
+        location = str(vision.weights) if vision.weights is not None else vision.hub_name
+        assert location is not None
+        return ModelSource(name, location, is_local=vision.hub_name is None, family=architecture_family(vision))
+
+    def processor(self, source: ModelSource) -> ImageProcessor:
+        from tunewise.models.vision import PROCESSOR_FILE, Augmentation, ImageProcessor
+
+        augmentation = Augmentation(
+            scale=(self.image.crop_scale[0], self.image.crop_scale[1]),
+            hflip=self.image.hflip,
+            auto_augment=self.image.randaugment,
         )
+        if source.is_local and (Path(source.location) / PROCESSOR_FILE).is_file() and source.name not in self._sources:
+            return ImageProcessor.from_pretrained(source.location)  # a saved run: its own evaluation transform
+        return ImageProcessor.for_model(self._vision(source), self.image.image_size, augmentation)
+
+    def _vision(self, source: ModelSource) -> VisionSource:
+        if source.name not in self._sources:
+            self.source(source.name)
+        return self._sources[source.name]
+
+    def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> TimmImageClassifier:
+        """The pretrained backbone with a fresh classifier; timm's pooling, so `pooling` does not apply."""
+        from tunewise.models.vision import TimmImageConfig, build_image_classifier
+
+        config = TimmImageConfig(architecture=self._vision(source).architecture)
+        self.labels.save_to(config)
+        model = build_image_classifier(self._vision(source), config)
+        model.mixup_alpha = self.image.mixup_alpha
+        return model
+
+    def save(self, model: Any, processor: Any, folder: Path) -> None:
+        self.labels.save_to(model.config)
+        save_pretrained(model, processor, folder)
+
+    def load(self, folder: Path) -> TimmImageClassifier:
+        from tunewise.models.vision import load_image_classifier
+
+        model = load_image_classifier(folder)
+        self.labels.restore_from(model.config)
+        return model
 
 
 _POOL: list[ThreadPoolExecutor] = []

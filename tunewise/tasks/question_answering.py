@@ -16,21 +16,80 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
+from torch import nn
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
-from tunewise.audit.findings import Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import RunConfig, Section
 from tunewise.data.readers import ROW_COLUMN
 from tunewise.data.squad import ANSWERS, CONTEXT, QUESTION, read_qa
 from tunewise.errors import DataError, TunewiseError
 from tunewise.evaluation.squad import best_null_threshold, squad_metrics
-from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
-from tunewise.training.batching import EncodedSplit
+from tunewise.inference import predict_logits
+from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.types import (
+    Capabilities,
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ModelSource,
+    Outputs,
+    Purpose,
+    TaskFacts,
+)
+
+NAME: Final = "question-answering"
+
+# ------------------------------------------------------------------------------------------ config
+
+
+class QuestionAnsweringSection(Section):
+    stride: int = Field(
+        default=128,
+        ge=0,
+        description="Tokens shared by consecutive windows when a context is longer than "
+        "data.max_length (question included), so an answer cut by one window stands whole in the next.",
+    )
+    max_answer_length: int = Field(default=30, ge=1, description="Longest answer span considered, in tokens.")
+    n_best: int = Field(
+        default=20,
+        ge=1,
+        description="Start and end candidates per window (the highest-scoring of each) "
+        "whose combinations are searched for the best span.",
+    )
+
+
+@rule(NAME, "question_answering.stride")
+def windows_add_more_than_they_repeat(config: QuestionAnsweringConfig) -> str | None:
+    stride, max_length = config.question_answering.stride, config.data.max_length
+    if isinstance(max_length, int) and 2 * stride >= max_length:
+        return (
+            f"stride ({stride}) must be less than half of data.max_length ({max_length}): windows would repeat more "
+            "context than they add. Lower the stride (e.g. 128 for max_length 384)"
+        )
+    return None
+
+
+class QuestionAnsweringConfig(RunConfig):
+    """Extractive question answering: find each answer as a span of its context (SQuAD v1.1/v2.0)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, windows_add_more_than_they_repeat)
+
+    task: Literal["question-answering"] = Field(
+        default=NAME, description="question-answering: extractive, answer spans in a context (SQuAD v1.1/v2.0)."
+    )
+    question_answering: QuestionAnsweringSection = Field(
+        default_factory=QuestionAnsweringSection, description="Windows over long contexts and answer search."
+    )
+
+
+# ------------------------------------------------------------------------------------------ the task
 
 CLS_INDEX = 0  # BERT-style inputs: [CLS] question [SEP] context [SEP]
 SETTINGS_KEY = "tunewise_question_answering"  # in the saved model's config.json
@@ -48,32 +107,45 @@ class Answer:
     null_score: float  # the no-answer probability in the window that favours it most
 
 
+@dataclass
+class AnswerSettings:
+    """What a question-answering model learns beside its weights: whether it may abstain, and when."""
+
+    unanswerable: bool = False  # trained on unanswerable questions too (SQuAD 2.0): may abstain
+    null_threshold: float = 0.0
+
+
 class QuestionAnsweringTask:
-    name = "question-answering"
-    problem_type = "extractive_question_answering"
-    text_columns: ClassVar[list[str]] = [QUESTION, CONTEXT]
-    keeps_logits = True
-    truncates = False  # long contexts are read in overlapping windows
-    targets = "the answer's character span in the context (SQuAD `answers`: text and answer_start)"
+    def __init__(self, config: QuestionAnsweringConfig):
+        self.answers = AnswerSettings()
+        self.data = QaReader(config.question_answering, self.answers)
+        self.model = QaModel(self.answers)
+        self.scoring = QaScoring(config.question_answering, self.answers)
 
-    def __init__(self, config: RunConfig):
-        self.settings = config.question_answering
-        self.label_names: list[str] = []
-        self.unanswerable = False  # trained on unanswerable questions too (SQuAD 2.0): may abstain
-        self.null_threshold = 0.0
+    def facts(self) -> TaskFacts:
+        return TaskFacts(
+            name=NAME,
+            problem_type="extractive_question_answering",
+            text_columns=(QUESTION, CONTEXT),
+            label_names=(),
+            targets="the answer's character span in the context (SQuAD `answers`: text and answer_start)",
+            metrics=("exact_match", "f1", "loss"),
+            default_metric="f1",
+            # long contexts are read in overlapping windows, so nothing is cut; the reader's group column
+            # (the article) shapes a held-out validation split instead of stratification
+            capabilities=Capabilities(truncates=False),
+        )
 
-    # ----- model source -----------------------------------------------------------------------
-    def resolve_source(self, name: str) -> ModelSource:
-        return resolve_model(name)
 
-    def load_tokenizer(self, source: ModelSource) -> Any:
-        return load_text_tokenizer(source, "question answering needs for the character offsets of answers")
+class QaReader:
+    def __init__(self, settings: QuestionAnsweringSection, answers: AnswerSettings):
+        self.settings = settings
+        self.answers = answers
 
-    # ----- data -----------------------------------------------------------------------------
-    def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
-        return read_qa(source, split, with_answers=with_labels)
+    def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
+        return read_qa(source, split, with_answers=labelled)
 
-    def fit_labels(self, train: pd.DataFrame) -> None:
+    def learn(self, train: pd.DataFrame) -> None:
         """The only 'label space' is whether the model may answer nothing (any unanswerable question)."""
         answered = train[ANSWERS].map(len) > 0
         if not answered.any():
@@ -81,10 +153,10 @@ class QuestionAnsweringTask:
                 f"{train.attrs.get('source', 'train')}: no training question has an answer, so there is no span to "
                 "learn. Add answered questions (answers with text and answer_start)."
             )
-        self.unanswerable = not answered.all()
+        self.answers.unanswerable = not answered.all()
 
-    def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
-        if self.unanswerable:
+    def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
+        if self.answers.unanswerable:
             return
         impossible = frame.loc[frame[ANSWERS].map(len) == 0, ROW_COLUMN].tolist()
         if impossible:
@@ -96,13 +168,13 @@ class QuestionAnsweringTask:
                 "questions to train (SQuAD 2.0 style, answers: []) or remove these."
             )
 
-    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
         """Per split: questions too long to leave room for context (error), contexts read in several
         windows, answers longer than max_answer_length (the model cannot produce them), unanswerable share."""
         findings = []
         for split, frame in frames.items():
             try:
-                windows = self._tokenize(frame, tokenizer, max_length, offsets=False)
+                windows = self._tokenize(frame, processor, max_length, offsets=False)
             except DataError as error:
                 findings.append(Finding("validity", "error", str(error), split=split))
                 continue
@@ -122,7 +194,7 @@ class QuestionAnsweringTask:
                         long,
                     )
                 )
-            findings += self._answer_findings(frame, split, tokenizer)
+            findings += self._answer_findings(frame, split, processor)
         return findings
 
     def _answer_findings(self, frame: pd.DataFrame, split: str, tokenizer: Any) -> list[Finding]:
@@ -162,45 +234,17 @@ class QuestionAnsweringTask:
             )
         return findings
 
-    def stratifies(self) -> bool:
-        return False  # the reader's group column (the article) shapes the held-out split instead
-
-    def metric_names(self) -> list[str]:
-        return ["exact_match", "f1", "loss"]
-
-    def default_metric(self) -> str:
-        return "f1"
-
-    # ----- model ----------------------------------------------------------------------------
-    def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
-        """The encoder with a fresh start/end head (`qa_outputs`), in float32 whatever the checkpoint stores."""
-        model = AutoModelForQuestionAnswering.from_pretrained(source.location, dtype=torch.float32)
-        self.save_settings(model.config)
-        return model
-
-    def load_trained(self, model_dir: Path) -> PreTrainedModel:
-        return AutoModelForQuestionAnswering.from_pretrained(model_dir)
-
-    def save_settings(self, model_config: Any) -> None:
-        setattr(model_config, SETTINGS_KEY, {"unanswerable": self.unanswerable, "null_threshold": self.null_threshold})
-
-    def restore(self, model_config: Any) -> None:
-        saved = getattr(model_config, SETTINGS_KEY, None) or {}
-        self.unanswerable = bool(saved.get("unanswerable", False))
-        self.null_threshold = float(saved.get("null_threshold", 0.0))
-
-    # ----- encoding ---------------------------------------------------------------------------
     def encode(
-        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
+        self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
     ) -> EncodedSplit:
         """One row per window. The token cache is not used: windows need offsets, which it does not keep."""
-        windows = self._tokenize(frame, tokenizer, max_length, offsets=True)
+        windows = self._tokenize(frame, processor, max_length, offsets=True)
         examples = list(windows["overflow_to_sample_mapping"])
         offsets = [context_offsets(spans, windows.sequence_ids(i)) for i, spans in enumerate(windows["offset_mapping"])]
         sequences = {"input_ids": [np.asarray(ids, dtype=np.int32) for ids in windows["input_ids"]]}
         if "token_type_ids" in windows:
             sequences["token_type_ids"] = [np.asarray(ids, dtype=np.int8) for ids in windows["token_type_ids"]]
-        golds = frame[ANSWERS].tolist() if ANSWERS in frame.columns else None
+        golds = frame[ANSWERS].tolist() if purpose != "predict" and ANSWERS in frame.columns else None
         labels = None
         if golds is not None:
             labels = np.array(
@@ -215,7 +259,11 @@ class QuestionAnsweringTask:
             "answers": [golds[e] for e in examples] if golds is not None else [None] * len(examples),
         }
         return EncodedSplit(
-            sequences=sequences, labels=labels, label_keys=("start_positions", "end_positions"), meta=meta
+            sequences=sequences,
+            labels=labels,
+            label_keys=("start_positions", "end_positions"),
+            meta=meta,
+            pad_token_id=processor.pad_token_id or 0,
         )
 
     def _tokenize(self, frame: pd.DataFrame, tokenizer: Any, max_length: int, offsets: bool) -> Any:
@@ -249,11 +297,16 @@ class QuestionAnsweringTask:
                 "questions."
             )
 
-    def frame_from_inputs(self, inputs: Any) -> pd.DataFrame:
+    def resolve(self, config: QuestionAnsweringConfig) -> QuestionAnsweringConfig:
+        """Reading the data settles no setting of this task."""
+        return config
+
+    def from_inputs(self, inputs: Any) -> pd.DataFrame:
         """(question, context) tuples or {"question", "context"} dicts, one or a list of them."""
-        items = [inputs] if isinstance(inputs, (tuple, dict)) else list(inputs) if isinstance(inputs, list) else None
-        rows = [_pair(item) for item in items] if items is not None else None
-        if not items or any(row is None for row in rows):
+        items = [inputs] if isinstance(inputs, (tuple, dict)) else list(inputs) if isinstance(inputs, list) else []
+        pairs = [_pair(item) for item in items]
+        rows = [pair for pair in pairs if pair is not None]
+        if not items or len(rows) < len(pairs):
             raise TunewiseError(
                 "A question-answering model takes (question, context) pairs: "
                 'predict([("Who won?", "The Broncos won the game.")]) or {"question": ..., "context": ...}. '
@@ -266,28 +319,67 @@ class QuestionAnsweringTask:
             raise TunewiseError(f"input(s) {', '.join(map(str, empty))}: empty question or context; give both texts.")
         return pd.DataFrame(rows, columns=[QUESTION, CONTEXT])
 
-    # ----- outputs ----------------------------------------------------------------------------
-    def calibrate(self, logits: list[np.ndarray], split: EncodedSplit) -> None:
+
+class QaModel:
+    def __init__(self, answers: AnswerSettings):
+        self.answers = answers
+
+    def source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def processor(self, source: ModelSource) -> Any:
+        return load_text_tokenizer(source, "question answering needs for the character offsets of answers")
+
+    def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
+        """The encoder with a fresh start/end head (`qa_outputs`), in float32 whatever the checkpoint stores."""
+        return AutoModelForQuestionAnswering.from_pretrained(source.location, dtype=torch.float32)
+
+    def save(self, model: Any, processor: Any, folder: Path) -> None:
+        setattr(
+            model.config,
+            SETTINGS_KEY,
+            {"unanswerable": self.answers.unanswerable, "null_threshold": self.answers.null_threshold},
+        )
+        save_pretrained(model, processor, folder)
+
+    def load(self, folder: Path) -> PreTrainedModel:
+        model = AutoModelForQuestionAnswering.from_pretrained(folder)
+        saved = getattr(model.config, SETTINGS_KEY, None) or {}
+        self.answers.unanswerable = bool(saved.get("unanswerable", False))
+        self.answers.null_threshold = float(saved.get("null_threshold", 0.0))
+        return model
+
+
+class QaScoring:
+    def __init__(self, settings: QuestionAnsweringSection, answers: AnswerSettings):
+        self.settings = settings
+        self.answers = answers
+
+    def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
+        logits, loss = predict_logits(model, split)
+        return Outputs(logits=logits, loss=loss)
+
+    def calibrate(self, outputs: Outputs, split: EncodedSplit) -> None:
         """Tune the no-answer threshold for the best validation F1 (models trained to abstain only)."""
-        if not self.unanswerable:
+        if not self.answers.unanswerable:
             return
-        answers = self.best_answers(logits, split)
-        self.null_threshold = best_null_threshold(
+        answers = self.best_answers(_per_window(outputs), split)
+        self.answers.null_threshold = best_null_threshold(
             [a.text for a in answers], [a.null_margin for a in answers], gold_texts(split)
         )
 
-    def compute_metrics(self, logits: list[np.ndarray], split: EncodedSplit, loss: float | None = None) -> dict:
+    def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
         """exact_match and f1 over questions (not windows), as the official SQuAD scripts compute them."""
-        answers = self.best_answers(logits, split)
+        answers = self.best_answers(_per_window(outputs), split)
         metrics: dict[str, Any] = squad_metrics([self._final_text(a) for a in answers], gold_texts(split))
-        if self.unanswerable:
-            metrics["null_threshold"] = self.null_threshold
+        if self.answers.unanswerable:
+            metrics["null_threshold"] = self.answers.null_threshold
         return metrics
 
-    def present(self, logits: list[np.ndarray], split: EncodedSplit) -> pd.DataFrame:
+    def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
         """One row per question; an abstention is an empty answer with the no-answer probability as score."""
         rows = []
-        for answer in self.best_answers(logits, split):
+        for answer in self.best_answers(_per_window(outputs), split):
             text = self._final_text(answer)
             if text:
                 rows.append((text, answer.start, answer.end, answer.score))
@@ -296,7 +388,7 @@ class QuestionAnsweringTask:
         return pd.DataFrame(rows, columns=["predicted_answer", "predicted_start", "predicted_end", "score"])
 
     def _final_text(self, answer: Answer) -> str:
-        abstain = self.unanswerable and answer.null_margin > self.null_threshold
+        abstain = self.answers.unanswerable and answer.null_margin > self.answers.null_threshold
         return "" if abstain else answer.text
 
     def best_answers(self, logits: list[np.ndarray], split: EncodedSplit) -> list[Answer]:
@@ -389,3 +481,8 @@ def _pair(item: Any) -> tuple[str, str] | None:
 def _logsumexp(values: np.ndarray) -> float:
     peak = values.max()
     return float(peak + np.log(np.exp(values - peak).sum()))
+
+
+def _per_window(outputs: Outputs) -> list[np.ndarray]:
+    assert isinstance(outputs.logits, list), "question answering scores every token of every window"
+    return outputs.logits

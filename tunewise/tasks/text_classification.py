@@ -9,94 +9,142 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 
-from tunewise.audit.findings import Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import DataConfig, RunConfig
 from tunewise.data.readers import read_table
 from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, DataError, TunewiseError
-from tunewise.evaluation.metrics import (
-    metric_names,
-    multi_label_metrics,
-    regression_metrics,
-    single_label_metrics,
-    tune_threshold,
+from tunewise.models.pooled_classifier import (
+    PooledEncoderConfig,
+    PooledModelForSequenceClassification,
+    register_auto_class,
 )
-from tunewise.models.pooled_classifier import PooledEncoderConfig, PooledModelForSequenceClassification
-from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
-from tunewise.training.batching import EncodedSplit
+from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks.classes import ClassLabels, ClassScoring, normalise_label, sort_label_names
+from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
 
-PROBLEM_TYPES = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
-DEFAULT_METRICS = {"single_label": "f1_macro", "multi_label": "f1_micro", "regression": "mse"}
+NAME: Final = "text-classification"
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+class TextClassificationData(DataConfig):
+    text_pair_column: str | None = Field(
+        default=None, description="A second text column for sentence-pair tasks (entailment, paraphrase)."
+    )
+    problem_type: Literal["auto", "single_label", "multi_label", "regression"] = Field(
+        default="auto",
+        description="auto: lists of labels -> multi_label, non-integer numbers -> regression, "
+        "anything else -> single_label.",
+    )
+
+
+@rule(NAME, "data.text_pair_column")
+def text_pair_is_another_column(config: TextClassificationConfig) -> str | None:
+    data = config.data
+    if data.text_pair_column is not None and data.text_pair_column == data.text_column:
+        return "must name a different column than data.text_column"
+    return None
+
+
+@rule(NAME, "data.label_column")
+def label_is_not_a_text_column(config: TextClassificationConfig) -> str | None:
+    if config.data.label_column in (config.data.text_column, config.data.text_pair_column):
+        return "must differ from the text column(s)"
+    return None
+
+
+class TextClassificationConfig(RunConfig):
+    """Classify texts or text pairs into classes, label sets, or a number."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, text_pair_is_another_column, label_is_not_a_text_column)
+
+    task: Literal["text-classification"] = Field(
+        default=NAME,
+        description="text-classification: one class per text (or text pair), a set of labels, or a number.",
+    )
+    data: TextClassificationData = Field(description="Where the data is and which columns to use.")
+
+
+# ------------------------------------------------------------------------------------------ the task
 
 
 class TextClassificationTask:
-    name = "text-classification"
-    keeps_logits = True  # metrics need every row's logits
-    truncates = True
+    def __init__(self, config: TextClassificationConfig):
+        self.labels = ClassLabels(problem_type=config.data.problem_type)
+        self.data = TextClassificationReader(config.data, self.labels)
+        self.model = TextClassifierModel(self.labels)
+        self.scoring = ClassScoring(self.labels)
+        self._config = config.data
 
-    def __init__(self, config: RunConfig):
-        self.data = config.data
-        self.problem_type = config.data.problem_type
-        self.label_names: list[str] = []
-        self.threshold = 0.5
+    def facts(self) -> TaskFacts:
+        problem_type, single_text = self.labels.problem_type, self._config.text_pair_column is None
+        single_label = problem_type == "single_label"
+        return TaskFacts(
+            name=NAME,
+            problem_type=problem_type,
+            text_columns=tuple(self.data.text_columns),
+            label_names=tuple(self.labels.names),
+            targets=f"label column `{self._config.label_column}`",
+            metrics=self.labels.metric_names() if problem_type != "auto" else (),
+            default_metric=self.labels.default_metric() if problem_type != "auto" else "loss",
+            capabilities=Capabilities(
+                stratified_split=single_label,
+                class_labels=single_label,
+                fairness=single_label and single_text,
+                private_training=True,
+                membership_inference=True,
+            ),
+        )
 
-    @property
-    def targets(self) -> str:
-        return f"label column `{self.data.label_column}`"
 
-    # ----- model source -----------------------------------------------------------------------
-    def resolve_source(self, name: str) -> ModelSource:
-        return resolve_model(name)
+class TextClassificationReader:
+    def __init__(self, config: TextClassificationData, labels: ClassLabels):
+        self.config = config
+        self.labels = labels
 
-    def load_tokenizer(self, source: ModelSource) -> Any:
-        return load_text_tokenizer(source)
-
-    # ----- data -----------------------------------------------------------------------------
     @property
     def text_columns(self) -> list[str]:
-        return [self.data.text_column] + ([self.data.text_pair_column] if self.data.text_pair_column else [])
+        return [self.config.text_column] + ([self.config.text_pair_column] if self.config.text_pair_column else [])
 
-    def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
-        label = self.data.label_column if with_labels else None
-        return read_table(source, split, self.text_columns, label)
+    def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
+        return read_table(source, split, self.text_columns, self.config.label_column if labelled else None)
 
-    def fit_labels(self, train: pd.DataFrame) -> None:
-        values = train[self.data.label_column]
-        if self.problem_type == "auto":
-            self.problem_type = infer_problem_type(values)
-        if self.problem_type == "regression":
-            self.label_names = [self.data.label_column]
+    def learn(self, train: pd.DataFrame) -> None:
+        values = train[self.config.label_column]
+        if self.labels.problem_type == "auto":
+            self.labels.problem_type = infer_problem_type(values)
+        if self.labels.problem_type == "regression":
+            self.labels.names = [self.config.label_column]
             self._regression_targets(train, "train")
-        elif self.problem_type == "multi_label":
-            self.label_names = sorted({name for labels in self._label_lists(train, "train") for name in labels})
+        elif self.labels.problem_type == "multi_label":
+            self.labels.names = sorted({name for labels in self._label_lists(train, "train") for name in labels})
         else:
-            self.label_names = sort_label_names({normalise_label(value) for value in values})
-            if len(self.label_names) < 2:
+            self.labels.names = sort_label_names({normalise_label(value) for value in values})
+            if len(self.labels.names) < 2:
                 raise DataError(
-                    f"train: every row has the label {self.label_names[0]!r}; a classifier needs at least two "
-                    f"classes. Check data.label_column ({self.data.label_column})."
+                    f"train: every row has the label {self.labels.names[0]!r}; a classifier needs at least two "
+                    f"classes. Check data.label_column ({self.config.label_column})."
                 )
 
-    def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
-        if self.problem_type == "regression":
+    def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
+        if self.labels.problem_type == "regression":
             self._regression_targets(frame, source)
             return
-        known = set(self.label_names)
-        if self.problem_type == "multi_label":
+        known = set(self.labels.names)
+        if self.labels.problem_type == "multi_label":
             row_labels = self._label_lists(frame, source)
         else:
-            row_labels = [[normalise_label(value)] for value in frame[self.data.label_column]]
+            row_labels = [[normalise_label(value)] for value in frame[self.config.label_column]]
         unseen = [(row, set(labels) - known) for row, labels in zip(frame["_row"], row_labels, strict=True)]
         unseen = [(row, unknown) for row, unknown in unseen if unknown]
         if unseen:
@@ -105,42 +153,101 @@ class TextClassificationTask:
             raise DataError(
                 f"{source}: label(s) {', '.join(map(repr, names))} in {len(unseen)} {split} row(s) (e.g. row "
                 f"{examples}) never occur in training, so the model cannot predict them. Add training rows with "
-                f"those labels or remove these rows. Training labels: {', '.join(self.label_names)}."
+                f"those labels or remove these rows. Training labels: {', '.join(self.labels.names)}."
             )
 
-    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
         """Balance, label noise and the text checks are shared (tunewise.audit): nothing task-specific."""
         return []
 
-    def normalised_labels(self, frame: pd.DataFrame) -> list[str]:
-        """A single-label frame's labels as class names (1, 1.0 and "1" are the same class)."""
-        return [normalise_label(value) for value in frame[self.data.label_column]]
+    def resolve(self, config: TextClassificationConfig) -> TextClassificationConfig:
+        """data.problem_type auto becomes the problem type the labels showed."""
+        if config.data.problem_type != "auto" or self.labels.problem_type == "auto":
+            return config
+        return config.model_copy(
+            update={"data": config.data.model_copy(update={"problem_type": self.labels.problem_type})}
+        )
 
-    def stratifies(self) -> bool:
-        return self.problem_type == "single_label"
+    def from_inputs(self, inputs: list[str] | list[tuple[str, str]] | str) -> pd.DataFrame:
+        """Raw texts (or (text, pair) tuples) as a frame in the columns the model was trained on."""
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if self.config.text_pair_column:
+            if not all(
+                isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts
+            ):
+                raise TunewiseError(
+                    "This model classifies sentence pairs: pass (text, pair) tuples, "
+                    'e.g. predict([("A man is sleeping.", "A person rests.")]).'
+                )
+            return pd.DataFrame(texts, columns=[self.config.text_column, self.config.text_pair_column])
+        if not all(isinstance(t, str) for t in texts):
+            raise TunewiseError("predict() takes a string or a list of strings.")
+        return pd.DataFrame({self.config.text_column: texts})
 
-    def metric_names(self) -> list[str]:
-        names = metric_names(self.problem_type)
-        if self.problem_type == "single_label":  # ROC-AUC is binary, its one-vs-rest form multiclass
-            names = [n for n in names if n != ("roc_auc_ovr" if len(self.label_names) == 2 else "roc_auc")]
-        return [*names, "loss"]
+    def encode(
+        self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
+    ) -> EncodedSplit:
+        texts = frame[self.config.text_column].tolist()
+        pairs = frame[self.config.text_pair_column].tolist() if self.config.text_pair_column else None
+        columns = ("input_ids", "token_type_ids") if pairs is not None else ("input_ids",)
+        sequences = tokenize(processor, texts, pairs, max_length, columns, use_cache=use_cache)
+        labelled = purpose != "predict" and self.config.label_column in frame.columns
+        return EncodedSplit(
+            sequences=sequences,
+            labels=self._targets(frame) if labelled else None,
+            pad_token_id=processor.pad_token_id or 0,
+        )
 
-    def default_metric(self) -> str:
-        return DEFAULT_METRICS[self.problem_type]
+    def _targets(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.labels.problem_type == "regression":
+            return self._regression_targets(frame, "data")
+        index = {name: i for i, name in enumerate(self.labels.names)}
+        if self.labels.problem_type == "multi_label":
+            targets = np.zeros((len(frame), len(self.labels.names)), dtype=np.float32)
+            for row, labels in enumerate(self._label_lists(frame, "data")):
+                targets[row, [index[name] for name in labels]] = 1.0
+            return targets
+        return np.array([index[normalise_label(v)] for v in frame[self.config.label_column]], dtype=np.int64)
 
-    # ----- model ----------------------------------------------------------------------------
-    def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
+    def _regression_targets(self, frame: pd.DataFrame, source: str) -> np.ndarray:
+        values = pd.to_numeric(frame[self.config.label_column], errors="coerce")
+        bad = frame["_row"][values.isna()].tolist()
+        if bad:
+            raise DataError(
+                f"{source}: {len(bad)} label(s) in column {self.config.label_column!r} are not numbers (row "
+                f"{', '.join(map(str, bad[:5]))}); regression needs a number in every row."
+            )
+        return values.to_numpy(dtype=np.float32)
+
+    def _label_lists(self, frame: pd.DataFrame, source: str) -> list[list[str]]:
+        return [
+            parse_label_list(value, row, source)
+            for value, row in zip(frame[self.config.label_column], frame["_row"], strict=True)
+        ]
+
+
+class TextClassifierModel:
+    def __init__(self, labels: ClassLabels):
+        self.labels = labels
+
+    def source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def processor(self, source: ModelSource) -> Any:
+        return load_text_tokenizer(source)
+
+    def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
         """Weights load in float32 whatever the checkpoint stores (transformers 5 would keep its bf16 or
         fp16): mixed precision trains float32 master weights under autocast."""
         encoder_config = AutoConfig.from_pretrained(source.location)
         if pooling == "cls":  # the stock head: loads in transformers with no extra argument
-            self.save_settings(encoder_config)
+            self.labels.save_to(encoder_config)
             return AutoModelForSequenceClassification.from_pretrained(
                 source.location, config=encoder_config, dtype=torch.float32
             )
         encoder_settings = {k: v for k, v in encoder_config.to_dict().items() if k != "_name_or_path"}
         model_config = PooledEncoderConfig(encoder=encoder_settings, pooling=pooling)
-        self.save_settings(model_config)
+        self.labels.save_to(model_config)
         model = PooledModelForSequenceClassification(model_config)
         backbone = AutoModel.from_pretrained(source.location, dtype=torch.float32)
         missing, _ = model.encoder.load_state_dict(backbone.state_dict(), strict=False)
@@ -151,136 +258,22 @@ class TextClassificationTask:
             )
         return model
 
-    def load_trained(self, model_dir: Path) -> PreTrainedModel:
+    def save(self, model: Any, processor: Any, folder: Path) -> None:
+        """The pooled head is saved as remote code beside the weights (auto_map), so plain transformers
+        loads it with trust_remote_code=True; the stock head needs nothing."""
+        self.labels.save_to(model.config)
+        register_auto_class()
+        save_pretrained(model, processor, folder)
+
+    def load(self, folder: Path) -> PreTrainedModel:
         """tunewise's own head class is imported here, so its remote code is never executed."""
-        settings = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if settings.get("model_type") == PooledEncoderConfig.model_type:
-            return PooledModelForSequenceClassification.from_pretrained(model_dir)
-        return AutoModelForSequenceClassification.from_pretrained(model_dir)
-
-    def save_settings(self, model_config: Any) -> None:
-        model_config.num_labels = len(self.label_names)
-        model_config.id2label = dict(enumerate(self.label_names))
-        model_config.label2id = {name: i for i, name in enumerate(self.label_names)}
-        model_config.problem_type = PROBLEM_TYPES[self.problem_type]
-        if self.problem_type == "multi_label":
-            model_config.tunewise_threshold = self.threshold
-
-    def restore(self, model_config: Any) -> None:
-        self.problem_type = {v: k for k, v in PROBLEM_TYPES.items()}[
-            model_config.problem_type or PROBLEM_TYPES["single_label"]
-        ]
-        self.label_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
-        self.threshold = getattr(model_config, "tunewise_threshold", 0.5)
-
-    # ----- encoding ---------------------------------------------------------------------------
-    def encode(
-        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
-    ) -> EncodedSplit:
-        texts = frame[self.data.text_column].tolist()
-        pairs = frame[self.data.text_pair_column].tolist() if self.data.text_pair_column else None
-        columns = ("input_ids", "token_type_ids") if pairs is not None else ("input_ids",)
-        sequences = tokenize(tokenizer, texts, pairs, max_length, columns, use_cache=use_cache)
-        labels = self._targets(frame) if self.data.label_column in frame.columns else None
-        return EncodedSplit(sequences=sequences, labels=labels)
-
-    def frame_from_inputs(self, inputs: list[str] | list[tuple[str, str]] | str) -> pd.DataFrame:
-        """Raw texts (or (text, pair) tuples) as a frame in the columns the model was trained on."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if self.data.text_pair_column:
-            if not all(
-                isinstance(t, (tuple, list)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in texts
-            ):
-                raise TunewiseError(
-                    "This model classifies sentence pairs: pass (text, pair) tuples, "
-                    'e.g. predict([("A man is sleeping.", "A person rests.")]).'
-                )
-            return pd.DataFrame(texts, columns=[self.data.text_column, self.data.text_pair_column])
-        if not all(isinstance(t, str) for t in texts):
-            raise TunewiseError("predict() takes a string or a list of strings.")
-        return pd.DataFrame({self.data.text_column: texts})
-
-    def _targets(self, frame: pd.DataFrame) -> np.ndarray:
-        if self.problem_type == "regression":
-            return self._regression_targets(frame, "data")
-        index = {name: i for i, name in enumerate(self.label_names)}
-        if self.problem_type == "multi_label":
-            targets = np.zeros((len(frame), len(self.label_names)), dtype=np.float32)
-            for row, labels in enumerate(self._label_lists(frame, "data")):
-                targets[row, [index[name] for name in labels]] = 1.0
-            return targets
-        return np.array([index[normalise_label(v)] for v in frame[self.data.label_column]], dtype=np.int64)
-
-    def _regression_targets(self, frame: pd.DataFrame, source: str) -> np.ndarray:
-        values = pd.to_numeric(frame[self.data.label_column], errors="coerce")
-        bad = frame["_row"][values.isna()].tolist()
-        if bad:
-            raise DataError(
-                f"{source}: {len(bad)} label(s) in column {self.data.label_column!r} are not numbers (row "
-                f"{', '.join(map(str, bad[:5]))}); regression needs a number in every row."
-            )
-        return values.to_numpy(dtype=np.float32)
-
-    def _label_lists(self, frame: pd.DataFrame, source: str) -> list[list[str]]:
-        return [
-            parse_label_list(value, row, source)
-            for value, row in zip(frame[self.data.label_column], frame["_row"], strict=True)
-        ]
-
-    # ----- outputs ------------------------------------------------------------------------------
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        if self.problem_type == "regression":
-            return logits[:, 0]
-        tensor = torch.from_numpy(logits).float()
-        return (torch.sigmoid(tensor) if self.problem_type == "multi_label" else tensor.softmax(-1)).numpy()
-
-    def calibrate(self, logits: np.ndarray, split: EncodedSplit) -> None:
-        if self.problem_type == "multi_label":
-            self.threshold = tune_threshold(self.probabilities(logits), split.labels)
-
-    def compute_metrics(self, logits: np.ndarray, split: EncodedSplit, loss: float | None = None) -> dict[str, Any]:
-        outputs, labels = self.probabilities(logits), split.labels
-        if self.problem_type == "regression":
-            return regression_metrics(outputs, labels)
-        if self.problem_type == "multi_label":
-            return multi_label_metrics(outputs, labels, self.label_names, self.threshold)
-        return single_label_metrics(outputs, labels, self.label_names)
-
-    def present(self, logits: np.ndarray, split: EncodedSplit) -> pd.DataFrame:
-        """Prediction columns, prefixed so they never collide with the user's own columns."""
-        outputs = self.probabilities(logits)
-        if self.problem_type == "regression":
-            return pd.DataFrame({"prediction": outputs})
-        probability_columns = {f"prob_{name}": outputs[:, i] for i, name in enumerate(self.label_names)}
-        if self.problem_type == "multi_label":
-            chosen = [
-                "|".join(n for n, p in zip(self.label_names, row, strict=True) if p >= self.threshold)
-                for row in outputs
-            ]
-            return pd.DataFrame({"predicted_labels": chosen, **probability_columns})
-        best = outputs.argmax(axis=1)
-        return pd.DataFrame(
-            {
-                "predicted_label": [self.label_names[i] for i in best],
-                "score": outputs.max(axis=1),
-                **probability_columns,
-            }
-        )
-
-
-def normalise_label(value: Any) -> str:
-    """Class names as strings; 1, 1.0 and "1" are the same class."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-def sort_label_names(names: set[str]) -> list[str]:
-    """Numeric class names sort numerically (0, 1, 2, 10), others alphabetically."""
-    try:
-        return sorted(names, key=float)
-    except ValueError:
-        return sorted(names)
+            model = PooledModelForSequenceClassification.from_pretrained(folder)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+        self.labels.restore_from(model.config)
+        return model
 
 
 def infer_problem_type(values: pd.Series) -> str:

@@ -15,69 +15,171 @@ gold and predicted sequences are always in one scheme.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field
 from seqeval.metrics import accuracy_score, classification_report
+from torch import nn
 from transformers import AutoModelForTokenClassification, PreTrainedModel
 
-from tunewise.audit.findings import Finding
-from tunewise.config.schema import RunConfig
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import RunConfig, Section
 from tunewise.data import conll
 from tunewise.data.readers import ROW_COLUMN, cite_rows
 from tunewise.errors import DataError, TunewiseError
-from tunewise.models.registry import CheckpointHints, ModelSource, load_text_tokenizer, resolve_model
-from tunewise.training.batching import LABEL_PAD, EncodedSplit
+from tunewise.inference import predict_logits
+from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.types import (
+    LABEL_PAD,
+    Capabilities,
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ModelSource,
+    Outputs,
+    Purpose,
+    TaskFacts,
+)
+
+NAME: Final = "token-classification"
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+class NerConfig(Section):
+    tokens_column: str = Field(
+        default="tokens",
+        description="JSONL/Parquet/hf: data: the column holding each sentence's words (a "
+        "list of strings). CoNLL column files need no column names.",
+    )
+    tags_column: str = Field(
+        default="tags",
+        description="JSONL/Parquet/hf: data: the column holding one tag per word (O, B-PER, I-PER, ...).",
+    )
+    conll_tag_column: int = Field(
+        default=-1,
+        description="CoNLL files (.conll, .txt, .iob, .bio): which whitespace-separated "
+        "column holds the tag, counted from 0 (the word); -1 is the last (CoNLL-2003's NER tags).",
+    )
+    scheme: Literal["auto", "IOB1", "BIO", "BIOES"] = Field(
+        default="auto",
+        description="The tag scheme the data files are written in. auto: BIOES when S-/E- "
+        "tags occur, else IOB1 when that reads the data with fewer invalid sequences than BIO (I- after O), else "
+        "BIO. Tags are converted to train_scheme.",
+    )
+    train_scheme: Literal["BIO", "BIOES"] = Field(
+        default="BIO",
+        description="The tag scheme the model learns and predicts; every file is converted "
+        "to it (entity-level metrics do not depend on it).",
+    )
+
+
+@rule(NAME, "ner.tags_column")
+def words_tags_and_text_are_three_columns(config: TokenClassificationConfig) -> str | None:
+    ner = config.ner
+    if len({ner.tokens_column, ner.tags_column, config.data.text_column}) < 3:
+        return (
+            f"ner.tokens_column ({ner.tokens_column!r}), ner.tags_column ({ner.tags_column!r}) and "
+            f"data.text_column ({config.data.text_column!r}) must name three different columns"
+        )
+    return None
+
+
+@rule(NAME, "ner.conll_tag_column")
+def tag_column_is_not_the_word(config: TokenClassificationConfig) -> str | None:
+    if config.ner.conll_tag_column == 0:
+        return (
+            "column 0 is the word itself; give the tag's column (1 for 'word tag' files, 3 or -1 for CoNLL-2003's "
+            "'word POS chunk NER')"
+        )
+    return None
+
+
+class TokenClassificationConfig(RunConfig):
+    """Tag every word (named-entity recognition), from CoNLL column files or JSONL."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        *RunConfig.rules,
+        words_tags_and_text_are_three_columns,
+        tag_column_is_not_the_word,
+    )
+
+    task: Literal["token-classification"] = Field(
+        default=NAME, description="token-classification: a tag per word (named entities), from CoNLL or JSONL."
+    )
+    ner: NerConfig = Field(default_factory=NerConfig, description="Data columns and tag schemes.")
+
+
+# ------------------------------------------------------------------------------------------ the task
+
+
+@dataclass
+class TagSet:
+    """The tags the model predicts, and the scheme they are written in (learnt from train, saved with the model)."""
+
+    scheme: str
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def entity_types(self) -> set[str]:
+        return {name[2:] for name in self.names if name != "O"}
 
 
 class TokenClassificationTask:
-    name = "token-classification"
-    problem_type = "token_classification"
-    keeps_logits = True  # entity metrics need every word's prediction
-    truncates = True
+    def __init__(self, config: TokenClassificationConfig):
+        self.tags = TagSet(scheme=config.ner.train_scheme)
+        self.data = NerReader(config, self.tags)
+        self.model = NerModel(self.tags)
+        self.scoring = NerScoring(self.tags)
 
-    def __init__(self, config: RunConfig):
-        self.ner = config.ner
-        self.columns = conll.Columns(config.ner.tokens_column, config.ner.tags_column, config.data.text_column)
-        self.scheme = config.ner.train_scheme  # the scheme the model's tags are written in
-        self.truncation_warning_share = config.audit.truncation_warning_share
-        self.label_names: list[str] = []
-
-    @property
-    def targets(self) -> str:
-        return (
-            f"a tag per word (CoNLL tag column {self.ner.conll_tag_column}, or JSONL column `{self.columns.tags}`), "
-            f"learned in the {self.scheme} scheme"
+    def facts(self) -> TaskFacts:
+        ner = self.data.ner
+        return TaskFacts(
+            name=NAME,
+            problem_type="token_classification",
+            text_columns=(self.data.columns.text,),
+            label_names=tuple(self.tags.names),
+            targets=(
+                f"a tag per word (CoNLL tag column {ner.conll_tag_column}, or JSONL column "
+                f"`{self.data.columns.tags}`), learned in the {self.tags.scheme} scheme"
+            ),
+            metrics=("f1", "precision", "recall", "f1_macro", "token_accuracy", "loss"),
+            default_metric="f1",
+            capabilities=Capabilities(),
         )
 
-    # ----- model source -----------------------------------------------------------------------
-    def resolve_source(self, name: str) -> ModelSource:
-        return resolve_model(name)
 
-    def load_tokenizer(self, source: ModelSource) -> Any:
-        return load_text_tokenizer(source, "token classification needs to map sub-word tokens back to words")
+class NerReader:
+    def __init__(self, config: TokenClassificationConfig, tags: TagSet):
+        self.ner = config.ner
+        self.columns = conll.Columns(config.ner.tokens_column, config.ner.tags_column, config.data.text_column)
+        self.tags = tags
+        self.truncation_warning_share = config.audit.truncation_warning_share
+        self.detected: dict[str, str] = {}  # source -> the tag scheme it is written in (ner.scheme auto)
 
-    # ----- data -----------------------------------------------------------------------------
     @property
     def text_columns(self) -> list[str]:
         """The sentence text (words joined by spaces): what the shared text, duplicate and leakage checks read."""
         return [self.columns.text]
 
-    def read_split(self, source: str, split: str, with_labels: bool = True) -> pd.DataFrame:
+    def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
         if conll.is_conll(source):
-            frame = conll.read_conll(source, split, self.columns, self.ner.conll_tag_column, with_labels)
+            frame = conll.read_conll(source, split, self.columns, self.ner.conll_tag_column, labelled)
         else:
-            frame = conll.read_records(source, split, self.columns, with_labels)
-        if with_labels:
+            frame = conll.read_records(source, split, self.columns, labelled)
+        if labelled:
             where, unit = frame.attrs["source"], frame.attrs["row_unit"]
             conll.check_tag_names(frame[self.columns.tags].tolist(), frame[ROW_COLUMN].tolist(), unit, where)
             self._source_scheme(frame, frame.attrs["source"])  # a prefix the declared scheme lacks fails here
         return frame
 
-    def fit_labels(self, train: pd.DataFrame) -> None:
+    def learn(self, train: pd.DataFrame) -> None:
         """O plus every prefix of the training scheme for each entity type in train (B-/I-, or B-/I-/E-/S-)."""
         kinds = sorted(entity_counts(self._tags(train)))
         if not kinds:
@@ -85,12 +187,12 @@ class TokenClassificationTask:
                 f"train: every word is tagged O, so there is no entity to learn. Check ner.conll_tag_column (CoNLL) "
                 f"or ner.tags_column ({self.columns.tags!r})."
             )
-        prefixes = conll.SCHEME_PREFIXES[self.scheme]
-        self.label_names = ["O"] + [f"{prefix}-{kind}" for kind in kinds for prefix in prefixes]
+        prefixes = conll.SCHEME_PREFIXES[self.tags.scheme]
+        self.tags.names = ["O"] + [f"{prefix}-{kind}" for kind in kinds for prefix in prefixes]
 
-    def check_split(self, frame: pd.DataFrame, split: str, source: str) -> None:
+    def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
         """Entity types the training data never shows cannot be predicted: refuse them, naming the sentences."""
-        known = self.entity_types
+        known = self.tags.entity_types
         unseen: dict[str, list[int]] = {}
         for tags, row in zip(self._tags(frame), frame[ROW_COLUMN], strict=True):
             for kind in {kind for kind, _, _ in conll.spans(tags)} - known:
@@ -106,11 +208,7 @@ class TokenClassificationTask:
                 f"Training types: {', '.join(sorted(known))}."
             )
 
-    @property
-    def entity_types(self) -> set[str]:
-        return {name[2:] for name in self.label_names if name != "O"}
-
-    def audit_findings(self, frames: dict[str, pd.DataFrame], tokenizer: Any, max_length: int) -> list[Finding]:
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
         """Per split: the scheme read and converted, invalid tag sequences, entity counts and truncation."""
         findings = []
         for split, frame in frames.items():
@@ -119,12 +217,12 @@ class TokenClassificationTask:
             tags = frame[self.columns.tags].tolist()
             findings.append(self._scheme_note(split, scheme, tags))
             findings += self._invalid_sequences(split, frame, scheme, tags)
-            findings += self._truncation(split, frame, tokenizer, max_length)
+            findings += self._truncation(split, frame, processor, max_length)
         return findings
 
     def _scheme_note(self, split: str, scheme: str, tags: list[list[str]]) -> Finding:
-        counts = entity_counts([conll.convert(sentence, self.scheme) for sentence in tags])
-        how = "as written" if scheme == self.scheme else f"converted to {self.scheme} for training"
+        counts = entity_counts([conll.convert(sentence, self.tags.scheme) for sentence in tags])
+        how = "as written" if scheme == self.tags.scheme else f"converted to {self.tags.scheme} for training"
         chosen = "detected" if self.ner.scheme == "auto" else "declared in ner.scheme"
         return Finding(
             "tags",
@@ -133,7 +231,7 @@ class TokenClassificationTask:
             f"{sum(counts.values())} entities: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".",
             split=split,
             count=sum(counts.values()),
-            details={"scheme": scheme, "train_scheme": self.scheme, "entities": dict(sorted(counts.items()))},
+            details={"scheme": scheme, "train_scheme": self.tags.scheme, "entities": dict(sorted(counts.items()))},
         )
 
     def _invalid_sequences(self, split: str, frame: pd.DataFrame, scheme: str, tags: list[list[str]]) -> list[Finding]:
@@ -155,7 +253,7 @@ class TokenClassificationTask:
                 f"{split}: {len(invalid)} sentence(s) have tag sequences that are invalid in {scheme} (first: "
                 f"{first}, sentence at {unit} {rows[0]}).",
                 "Correct the tags. Until then tunewise reads them as conlleval does: a stray I- starts an entity, "
-                f"and the sentence is rewritten in {self.scheme} that way.{hint}",
+                f"and the sentence is rewritten in {self.tags.scheme} that way.{hint}",
                 split,
                 len(invalid),
                 rows,
@@ -193,19 +291,11 @@ class TokenClassificationTask:
             )
         ]
 
-    def stratifies(self) -> bool:
-        return False
-
-    def metric_names(self) -> list[str]:
-        return ["f1", "precision", "recall", "f1_macro", "token_accuracy", "loss"]
-
-    def default_metric(self) -> str:
-        return "f1"
-
     def _source_scheme(self, frame: pd.DataFrame, source: str) -> str:
         """The scheme a frame's tags are written in (ner.scheme, or detected); a foreign prefix is an error."""
         tags = frame[self.columns.tags].tolist()
         scheme = conll.detect_scheme(tags) if self.ner.scheme == "auto" else self.ner.scheme
+        self.detected[source] = scheme
         wrong = conll.wrong_prefixes(tags, scheme)
         if wrong:
             rows = frame[ROW_COLUMN].to_numpy()[wrong].tolist()
@@ -218,45 +308,18 @@ class TokenClassificationTask:
     def _tags(self, frame: pd.DataFrame) -> list[list[str]]:
         """Each sentence's tags in the training scheme."""
         self._source_scheme(frame, frame.attrs.get("source", "data"))
-        return [conll.convert(tags, self.scheme) for tags in frame[self.columns.tags]]
-
-    # ----- model ----------------------------------------------------------------------------
-    def build_model(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
-        """A fresh linear head over every token (strategy.pooling does not apply: nothing is pooled).
-        float32 master weights whatever the checkpoint stores, as for the other tasks."""
-        model = AutoModelForTokenClassification.from_pretrained(
-            source.location,
-            num_labels=len(self.label_names),
-            id2label=dict(enumerate(self.label_names)),
-            label2id={name: i for i, name in enumerate(self.label_names)},
-            dtype=torch.float32,
-        )
-        self.save_settings(model.config)
-        return model
-
-    def load_trained(self, model_dir: Path) -> PreTrainedModel:
-        return AutoModelForTokenClassification.from_pretrained(model_dir)
-
-    def save_settings(self, model_config: Any) -> None:
-        model_config.num_labels = len(self.label_names)
-        model_config.id2label = dict(enumerate(self.label_names))
-        model_config.label2id = {name: i for i, name in enumerate(self.label_names)}
-        model_config.tunewise_tag_scheme = self.scheme
-
-    def restore(self, model_config: Any) -> None:
-        self.label_names = [model_config.id2label[i] for i in range(len(model_config.id2label))]
-        self.scheme = getattr(model_config, "tunewise_tag_scheme", self.scheme)
+        return [conll.convert(tags, self.tags.scheme) for tags in frame[self.columns.tags]]
 
     # ----- encoding ---------------------------------------------------------------------------
     def encode(
-        self, frame: pd.DataFrame, tokenizer: Any, max_length: int, use_cache: bool = False, training: bool = False
+        self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
     ) -> EncodedSplit:
         """Sub-word ids per sentence; the label of each word on its first sub-token, -100 elsewhere.
 
         Not cached on disk (`use_cache` is ignored): the word-to-token map is needed too, and the fast
         tokenizer encodes CoNLL-2003's 14k training sentences in about a second."""
         words = frame[self.columns.words].tolist()
-        ids, starts = self._word_starts(words, tokenizer, max_length)
+        ids, starts = self._word_starts(words, processor, max_length)
         texts = frame[self.columns.text].astype(str).tolist()
         meta: dict[str, list] = {
             "word_starts": starts,
@@ -265,8 +328,8 @@ class TokenClassificationTask:
             "offsets": [conll.word_offsets(text, row) for text, row in zip(texts, words, strict=True)],
         }
         labels = None
-        if self.columns.tags in frame.columns:
-            index = {name: i for i, name in enumerate(self.label_names)}
+        if purpose != "predict" and self.columns.tags in frame.columns:
+            index = {name: i for i, name in enumerate(self.tags.names)}
             meta["tags"] = self._tags(frame)
             labels = []
             for row_ids, row_starts, tags in zip(ids, starts, meta["tags"], strict=True):
@@ -274,7 +337,9 @@ class TokenClassificationTask:
                 kept = row_starts >= 0
                 row_labels[row_starts[kept]] = [index[tag] for tag, keep in zip(tags, kept, strict=True) if keep]
                 labels.append(row_labels)
-        return EncodedSplit(sequences={"input_ids": ids}, labels=labels, meta=meta)
+        return EncodedSplit(
+            sequences={"input_ids": ids}, labels=labels, meta=meta, pad_token_id=processor.pad_token_id or 0
+        )
 
     @staticmethod
     def _word_starts(
@@ -293,7 +358,15 @@ class TokenClassificationTask:
             starts.append(first)
         return ids, starts
 
-    def frame_from_inputs(self, inputs: str | list[str] | list[list[str]]) -> pd.DataFrame:
+    def resolve(self, config: TokenClassificationConfig) -> TokenClassificationConfig:
+        """ner.scheme auto becomes the scheme detected, when every file is written in the same one (files in
+        different schemes keep auto: each is read in its own)."""
+        schemes = set(self.detected.values())
+        if config.ner.scheme != "auto" or len(schemes) != 1:
+            return config
+        return config.model_copy(update={"ner": config.ner.model_copy(update={"scheme": schemes.pop()})})
+
+    def from_inputs(self, inputs: str | list[str] | list[list[str]]) -> pd.DataFrame:
         """Raw texts (split into words at whitespace and punctuation) or pre-split word lists."""
         items = [inputs] if isinstance(inputs, str) else list(inputs)
         words, texts = [], []
@@ -314,7 +387,55 @@ class TokenClassificationTask:
             texts.append(text)
         return pd.DataFrame({self.columns.text: texts, self.columns.words: words})
 
-    # ----- outputs ----------------------------------------------------------------------------
+
+class NerModel:
+    def __init__(self, tags: TagSet):
+        self.tags = tags
+
+    def source(self, name: str) -> ModelSource:
+        return resolve_model(name)
+
+    def processor(self, source: ModelSource) -> Any:
+        return load_text_tokenizer(source, "token classification needs to map sub-word tokens back to words")
+
+    def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
+        """A fresh linear head over every token (strategy.pooling does not apply: nothing is pooled).
+        float32 master weights whatever the checkpoint stores, as for the other tasks."""
+        model = AutoModelForTokenClassification.from_pretrained(
+            source.location,
+            num_labels=len(self.tags.names),
+            id2label=dict(enumerate(self.tags.names)),
+            label2id={name: i for i, name in enumerate(self.tags.names)},
+            dtype=torch.float32,
+        )
+        self._save_settings(model.config)
+        return model
+
+    def save(self, model: Any, processor: Any, folder: Path) -> None:
+        self._save_settings(model.config)
+        save_pretrained(model, processor, folder)
+
+    def load(self, folder: Path) -> PreTrainedModel:
+        model = AutoModelForTokenClassification.from_pretrained(folder)
+        self.tags.names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+        self.tags.scheme = getattr(model.config, "tunewise_tag_scheme", self.tags.scheme)
+        return model
+
+    def _save_settings(self, model_config: Any) -> None:
+        model_config.num_labels = len(self.tags.names)
+        model_config.id2label = dict(enumerate(self.tags.names))
+        model_config.label2id = {name: i for i, name in enumerate(self.tags.names)}
+        model_config.tunewise_tag_scheme = self.tags.scheme
+
+
+class NerScoring:
+    def __init__(self, tags: TagSet):
+        self.tags = tags
+
+    def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
+        logits, loss = predict_logits(model, split)
+        return Outputs(logits=logits, loss=loss)
+
     def word_predictions(self, logits: list[np.ndarray], split: EncodedSplit) -> tuple[list[list[str]], list]:
         """Per sentence: each word's tag (from its first sub-token; O when truncated) and its probability."""
         tags, scores = [], []
@@ -325,12 +446,12 @@ class TokenClassificationTask:
             confidence = np.ones(len(starts), dtype=np.float32)
             best[kept] = probabilities[starts[kept]].argmax(-1)
             confidence[kept] = probabilities[starts[kept]].max(-1)
-            tags.append([self.label_names[i] if keep else "O" for i, keep in zip(best, kept, strict=True)])
+            tags.append([self.tags.names[i] if keep else "O" for i, keep in zip(best, kept, strict=True)])
             scores.append(confidence)
         return tags, scores
 
-    def compute_metrics(self, logits: list[np.ndarray], split: EncodedSplit, loss: float | None = None) -> dict:
-        predicted, _ = self.word_predictions(logits, split)
+    def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
+        predicted, _ = self.word_predictions(_per_row(outputs), split)
         gold = split.meta["tags"]
         report = classification_report(gold, predicted, output_dict=True, zero_division=0)
         micro, macro = report.get("micro avg", {}), report.get("macro avg", {})
@@ -356,13 +477,13 @@ class TokenClassificationTask:
             "per_class": per_class,
         }
 
-    def calibrate(self, logits: Any, split: EncodedSplit) -> None:
+    def calibrate(self, outputs: Outputs, split: EncodedSplit) -> None:
         """Nothing to fit after training."""
 
-    def present(self, logits: list[np.ndarray], split: EncodedSplit) -> pd.DataFrame:
+    def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
         """Per sentence: the predicted tags (one per word) and the entities, with character offsets into
         the sentence's text and the mean probability of their words' tags as the score."""
-        tags, scores = self.word_predictions(logits, split)
+        tags, scores = self.word_predictions(_per_row(outputs), split)
         entities = []
         for row_tags, row_scores, text, offsets in zip(
             tags, scores, split.meta["texts"], split.meta["offsets"], strict=True
@@ -379,3 +500,8 @@ class TokenClassificationTask:
 def entity_counts(tag_lists: list[list[str]]) -> Counter:
     """Entities per type over all sentences."""
     return Counter(kind for tags in tag_lists for kind, _, _ in conll.spans(tags))
+
+
+def _per_row(outputs: Outputs) -> list[np.ndarray]:
+    assert isinstance(outputs.logits, list), "token classification scores every token: one array per row"
+    return outputs.logits

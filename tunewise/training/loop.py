@@ -1,22 +1,23 @@
 """The training loop: one function, readable top to bottom.
 
     for each epoch:
-        for each length-grouped batch (skipping those a resumed run has already seen):
-            forward, backward (scaled by gradient accumulation)
+        for each batch of the epoch (skipping those a resumed run has already seen):
+            forward and backward (scaled by gradient accumulation)
             every `gradient_accumulation` batches: clip, optimiser step, schedule step
-            on schedule: log, evaluate (early stopping, best model), checkpoint
+            on schedule: log, evaluate (best model, early stopping), checkpoint
     restore the best model
 
-On a GPU the host must never wait for the device inside a step, or the device idles while the
-host prepares the next batch. So batches go up from pinned memory without blocking, and loss values
-stay on the device: each log line keeps its loss as a device tensor, and the host reads them all at
-once (one synchronisation) every FLUSH_EVERY log lines, before an evaluation or a checkpoint, and at
-the end. Accelerate handles device placement, mixed precision and multi-GPU.
+What a batch is and how it becomes gradients (ordinary or DP-SGD) is the step strategy, chosen
+once (`training.steps.make_steps`); the loop itself never asks. On a GPU the host must never wait
+for the device inside a step, or the device idles while the host prepares the next batch. So
+batches go up from pinned memory without blocking, and loss values stay on the device: each log
+line keeps its loss as a device tensor, and the host reads them all at once (one synchronisation)
+every FLUSH_EVERY log lines, before an evaluation or a checkpoint, and at the end. Accelerate
+handles device placement, mixed precision and multi-GPU.
 """
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from collections.abc import Callable
@@ -24,17 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from tunewise.config.schema import RunConfig
-from tunewise.errors import ConfigError
-from tunewise.evaluation.metrics import is_better
-from tunewise.training.batching import LABEL_PAD, EncodedSplit, collate, length_grouped_batches, sorted_batches
 from tunewise.training.checkpointing import (
     load_latest_checkpoint,
     load_trainable_state,
@@ -43,31 +39,37 @@ from tunewise.training.checkpointing import (
     save_checkpoint,
     trainable_state,
 )
-from tunewise.training.optim import batches_per_process, build_optimizer, build_scheduler, steps_per_epoch
-from tunewise.training.privacy import PrivacyPlan, make_private, poisson_batches, private_backward
+from tunewise.training.optim import batches_per_process, build_optimizer, build_scheduler
+from tunewise.training.settings import TrainingSettings
+from tunewise.training.steps import Steps, make_steps
+from tunewise.training.stopping import EarlyStopping
+from tunewise.types import EncodedSplit
 
 LOG_EVERY = 10  # optimizer steps between log lines
 FLUSH_EVERY = 10  # log lines whose losses are read from the device together
-WHOLE_MODEL_COMPILE_STEPS = 3000  # below this, compiling block by block starts fast enough to win
+
+Evaluate = Callable[[nn.Module, EncodedSplit], dict[str, Any]]  # validation metrics (with "loss") of a model
 
 
 @dataclass
 class TrainingState:
     """Everything that changes during training and must survive a resume."""
 
+    stopping: EarlyStopping
     step: int = 0  # optimizer steps taken
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     history: list[dict] = field(default_factory=list)
-    best_metric: float | None = None
-    best_step: int | None = None
-    evaluations_without_improvement: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0  # optimisation only: evaluation time is counted apart
     eval_seconds: float = 0.0
     samples_seen: int = 0
     unlogged_loss: float = 0.0  # loss summed since the last log line, so resumed logs match
     unlogged_batches: int = 0
+
+    @property
+    def best_step(self) -> int | None:
+        return self.stopping.best_step
 
 
 @dataclass
@@ -83,339 +85,220 @@ def fit(
     model: nn.Module,
     train: EncodedSplit,
     validation: EncodedSplit,
-    config: RunConfig,
-    evaluate: Callable[[nn.Module, EncodedSplit], dict[str, Any]],
+    settings: TrainingSettings,
+    evaluate: Evaluate,
     accelerator: Accelerator,
-    run_dir: Path,
-    pad_token_id: int,
+    checkpoint_dir: Path,
     resume: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
-    class_weights: np.ndarray | None = None,
-    sample_weights: np.ndarray | None = None,
-    privacy: PrivacyPlan | None = None,
 ) -> FitResult:
-    """Train `model` in place and leave the best weights (by the selection metric) in it.
-
-    `class_weights` weigh the training loss per class (data.balance: reweight; the validation loss
-    stays unweighted, so it compares across runs); `sample_weights` oversample rows (oversample).
-    `privacy` trains with DP-SGD (tunewise.training.privacy): Poisson-sampled batches, per-example
-    clipping and noise instead of the usual batches and gradient clipping."""
-    settings = config.train
-    metric = settings.early_stopping.metric if settings.early_stopping else None
-    pad_multiple = 8 if accelerator.device.type == "cuda" else 1
+    """Train `model` in place and leave the best weights (by the selection metric) in it."""
+    optimizer = build_optimizer(model, settings)
+    scheduler = build_scheduler(optimizer, settings)
+    steps = make_steps(model, optimizer, train, settings, accelerator)
     batches_per_epoch = batches_per_process(len(train), settings.batch_size, accelerator.num_processes)
-    epochs = float(settings.epochs)  # resolved from "auto" by the caller
-    total_steps = max(math.ceil(epochs * steps_per_epoch(len(train), settings, accelerator.num_processes)), 1)
-
-    optimizer = build_optimizer(model, settings, config.strategy, float(settings.learning_rate))
-    scheduler = build_scheduler(optimizer, settings, total_steps)
-    if privacy is None:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    else:  # Opacus's hooks and optimizer replace Accelerate's wrappers: one process, fp32
-        model, optimizer = make_private(model.to(accelerator.device), optimizer, privacy, settings.batch_size)
-
-    def bare() -> nn.Module:
-        """The model itself, without Accelerate's or Opacus's wrapper (for its weights)."""
-        return model._module if privacy is not None else accelerator.unwrap_model(model)
-
-    loss_weights = (
-        None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=accelerator.device)
+    shown = show_progress and accelerator.is_main_process  # progress bar and validation lines: one process prints
+    progress = _progress_bar(shown, console)
+    run = _Run(
+        steps, scheduler, settings, evaluate, validation, batches_per_epoch, accelerator, checkpoint_dir, progress
     )
-    forward = model
-    if settings.compile is True:
-        forward = compiled_forward(bare(), train.fixed_shape, total_steps)
-
-    state = TrainingState()
-    checkpoint_dir = run_dir / "checkpoints"
-    best_weights: dict[str, torch.Tensor] | None = None
-    if resume and (saved := load_latest_checkpoint(checkpoint_dir)) is not None:
-        load_trainable_state(bare(), saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        restore_rng_state(saved["rng"])
-        state = saved["training_state"]
-        best_weights = saved.get("best_weights")
-
-    def run_evaluation() -> bool:
-        """Evaluate, record, update the best model; True when early stopping says stop."""
-        nonlocal best_weights
-        flush_logs()
-        eval_started = time.perf_counter()
-        metrics = evaluate(model, validation)
-        state.eval_seconds += time.perf_counter() - eval_started
-        if metric is not None and metrics.get(metric) is None:
-            raise ConfigError(
-                f"train.early_stopping.metric {metric!r} could not be computed on the validation data (ROC-AUC "
-                "needs every class present there). Choose another metric, e.g. f1_macro, or a larger validation set."
-            )
-        if show_progress and accelerator.is_main_process:
-            shown = ", ".join(f"{name} {metrics[name]:.4f}" for name in dict.fromkeys([metric or "loss", "loss"]))
-            progress.console.print(f"step {state.step} (epoch {epoch_position():.2f}) validation: {shown}")
-        state.history.append(
-            {"step": state.step, "epoch": epoch_position(), "split": "validation", "metrics": scalar_metrics(metrics)}
-        )
-        if metric is None:  # no selection metric: the final model is the result
-            state.best_step = state.step
-            return False
-        value = metrics[metric]
-        if is_better(metric, value, state.best_metric, settings.early_stopping.min_delta):
-            state.best_metric, state.best_step = value, state.step
-            state.evaluations_without_improvement = 0
-            best_weights = trainable_state(bare())
-            return False
-        state.evaluations_without_improvement += 1
-        return state.evaluations_without_improvement >= settings.early_stopping.patience
-
-    def epoch_batches(epoch: int) -> list[np.ndarray]:
-        """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
-        if privacy is not None:
-            return poisson_batches(len(train), privacy.sample_rate, batches_per_epoch, settings.seed, epoch)
-        batches = length_grouped_batches(
-            train.lengths, settings.batch_size, settings.seed, epoch, sample_weights=sample_weights
-        )
-        if settings.compile is True and train.fixed_shape:  # one shape, one static graph: drop the short batch
-            batches = [batch for batch in batches if len(batch) == settings.batch_size] or batches
-        share = len(batches) // accelerator.num_processes if accelerator.num_processes > 1 else len(batches)
-        return batches[accelerator.process_index :: accelerator.num_processes][:share]
-
-    def epoch_position() -> float:
-        return round(state.epoch + state.batch_in_epoch / batches_per_epoch, 4)
-
-    progress = _progress_bar(show_progress and accelerator.is_main_process, console)
-    task_id = progress.add_task("training", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0)
-    pending_logs: list[tuple[dict, torch.Tensor]] = []  # log lines whose loss is still on the device
-
-    def flush_logs() -> None:
-        """Read the pending losses in one device synchronisation and append their log lines."""
-        if not pending_logs:
-            return
-        losses = torch.stack([loss for _, loss in pending_logs]).tolist()
-        for (record, _), loss in zip(pending_logs, losses, strict=True):
-            state.history.append({**record, "loss": loss})
-        progress.update(task_id, loss=losses[-1])
-        pending_logs.clear()
-
-    running_loss = torch.full((), state.unlogged_loss, device=accelerator.device)
-    running_batches = state.unlogged_batches
-    last_eval_step = max((h["step"] for h in state.history if h.get("split") == "validation"), default=-1)
-    started, eval_seconds_before = time.perf_counter(), state.eval_seconds
-
-    def train_seconds_now() -> float:
-        """Optimisation time so far: wall time since `started` minus the evaluations run since then."""
-        return state.train_seconds + time.perf_counter() - started - (state.eval_seconds - eval_seconds_before)
+    if resume:
+        run.restore_checkpoint()
+    state, total = run.state, settings.total_steps
 
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    model.train()
-    with progress:
-        while state.step < total_steps and not state.stopped_early:
-            batches = epoch_batches(state.epoch)
+    steps.train()
+    with run.progress:
+        while state.step < total and not state.stopped_early:
+            batches = steps.epoch_batches(state.epoch)
             for indices in batches[state.batch_in_epoch :]:
-                if privacy is not None:
-                    loss = private_backward(model, optimizer, train, indices, pad_token_id, accelerator.device, privacy)
-                else:
-                    batch = to_device(collate(train, indices, pad_token_id, pad_multiple), accelerator.device)
-                    with accelerator.autocast():
-                        if loss_weights is None:
-                            loss = forward(**batch).loss
-                        else:
-                            loss = weighted_loss(forward, batch, loss_weights)
-                    accelerator.backward(loss / settings.gradient_accumulation)
-                running_loss += loss.detach()
-                running_batches += 1
+                run.add_loss(steps.backward(indices))
                 state.batch_in_epoch += 1
                 state.samples_seen += len(indices)
                 at_boundary = state.batch_in_epoch % settings.gradient_accumulation == 0
                 if not at_boundary and state.batch_in_epoch < len(batches):
                     continue
-                if settings.max_grad_norm and privacy is None:  # DP-SGD clips each example instead
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
+                steps.clip()
+                steps.optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                steps.optimizer.zero_grad(set_to_none=True)
                 state.step += 1
-                if state.step % LOG_EVERY == 0 or state.step == total_steps:
-                    lr = scheduler.get_last_lr()[-1]
-                    record = {
-                        "step": state.step,
-                        "epoch": epoch_position(),
-                        "lr": lr,
-                        "seconds": round(train_seconds_now(), 3),
-                    }
-                    pending_logs.append((record, running_loss / running_batches))
-                    progress.update(task_id, lr=lr)
-                    running_loss.zero_()
-                    running_batches = 0
-                    if len(pending_logs) >= FLUSH_EVERY:
-                        flush_logs()
-                progress.update(task_id, completed=state.step)
-                if isinstance(settings.eval_every, int) and state.step % settings.eval_every == 0:
-                    last_eval_step = state.step
-                    state.stopped_early = run_evaluation()
-                    model.train()
+                if state.step % LOG_EVERY == 0 or state.step == total:
+                    run.log_step()
+                run.show_step()
+                if settings.eval_every is not None and state.step % settings.eval_every == 0:
+                    state.stopped_early = run.evaluate()
                 if state.step % settings.checkpoint_every == 0 and accelerator.is_main_process:
-                    state.train_seconds = train_seconds_now()
-                    started, eval_seconds_before = time.perf_counter(), state.eval_seconds
-                    flush_logs()
-                    state.unlogged_loss, state.unlogged_batches = running_loss.item(), running_batches
-                    _checkpoint(
-                        checkpoint_dir,
-                        bare(),
-                        optimizer,
-                        scheduler,
-                        state,
-                        best_weights,
-                        settings.keep_last,
-                    )
-                if state.stopped_early or state.step >= total_steps:
+                    run.checkpoint()
+                if state.stopped_early or state.step >= total:
                     break
             if state.batch_in_epoch >= len(batches):  # the epoch is complete
                 state.epoch += 1
                 state.batch_in_epoch = 0
-                if privacy is not None:
-                    flush_logs()
-                    spent = privacy.spent(state.step)
-                    state.history.append(
-                        {"step": state.step, "epoch": state.epoch, "split": "privacy", "epsilon": spent}
-                    )
-                    if show_progress and accelerator.is_main_process:
-                        progress.console.print(f"epoch {state.epoch}: privacy spent epsilon {spent:.3f}")
-                if settings.eval_every == "epoch" and not state.stopped_early:
-                    last_eval_step = state.step
-                    state.stopped_early = run_evaluation()
-                    model.train()
-    flush_logs()
-    if last_eval_step != state.step:
-        run_evaluation()
-    state.train_seconds = train_seconds_now()
-    if privacy is not None:
-        model.remove_hooks()  # evaluation and saving after training need no per-example gradients
-    unwrapped = bare()
-    if best_weights is not None and state.best_step != state.step:
-        load_trainable_state(unwrapped, best_weights)
+                run.end_epoch()
+                if settings.eval_every is None and not state.stopped_early:
+                    state.stopped_early = run.evaluate()
+    run.flush_logs()
+    if run.last_evaluation != state.step:
+        run.evaluate()
+    state.train_seconds = run.train_seconds()
+    steps.finish()
+    bare = steps.bare()
+    if run.best_weights is not None and state.best_step != state.step:
+        load_trainable_state(bare, run.best_weights)
     best = next(
         (h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None
     )
-    return FitResult(
-        state=state,
-        total_steps=total_steps,
-        epochs=epochs,
-        best_validation=best,
-        peak_memory_mb=peak_memory_mb(accelerator),
-    )
+    return FitResult(state, total, settings.epochs, best, peak_memory_mb(accelerator))
 
 
-def weighted_loss(forward: nn.Module, batch: dict[str, torch.Tensor], class_weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with each row weighted by its class, averaged over the rows of the batch.
+class _Run:
+    """What the loop keeps beside the model: the state, the losses not yet read, the best weights, the clock."""
 
-    Not cross_entropy(weight=...): that divides by the batch's summed weights, so a batch without a
-    minority row counts as much as one with it, and most batches of a 19:1 set have none (measured:
-    minority recall stayed at 0). The mean over rows is the balanced risk, as oversampling is."""
-    labels = batch.pop("labels")
-    losses = nn.functional.cross_entropy(forward(**batch).logits.float(), labels, reduction="none")
-    return (losses * class_weights[labels]).mean()
+    def __init__(
+        self,
+        steps: Steps,
+        scheduler: Any,
+        settings: TrainingSettings,
+        evaluate: Evaluate,
+        validation: EncodedSplit,
+        batches_per_epoch: int,
+        accelerator: Accelerator,
+        checkpoint_dir: Path,
+        progress: Progress,
+    ):
+        self.steps, self.scheduler, self.settings = steps, scheduler, settings
+        self.score, self.validation, self.batches_per_epoch = evaluate, validation, batches_per_epoch
+        self.accelerator, self.checkpoint_dir = accelerator, checkpoint_dir
+        self.state = TrainingState(stopping=EarlyStopping(settings.selection))
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.pending_logs: list[tuple[dict, torch.Tensor]] = []  # log lines whose loss is still on the device
+        self.progress, self.shown = progress, not progress.disable
+        self.running_loss: torch.Tensor
+        self.running_batches: int
+        self.task_id = progress.add_task("training", total=settings.total_steps, loss=float("nan"), lr=0.0)
+        self._reset_losses()
+        self.last_evaluation = -1
+        self._restart_clock()
+
+    # ----- resume --------------------------------------------------------------------------------
+    def restore_checkpoint(self) -> None:
+        saved = load_latest_checkpoint(self.checkpoint_dir)
+        if saved is None:
+            return
+        load_trainable_state(self.steps.bare(), saved["model"])
+        self.steps.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        restore_rng_state(saved["rng"])
+        self.state = saved["training_state"]
+        self.best_weights = saved.get("best_weights")
+        self._reset_losses()
+        validations = [h["step"] for h in self.state.history if h.get("split") == "validation"]
+        self.last_evaluation = max(validations, default=-1)
+        self.progress.update(self.task_id, completed=self.state.step)
+        self._restart_clock()
+
+    def checkpoint(self) -> None:
+        state = self.state
+        state.train_seconds = self.train_seconds()
+        self._restart_clock()
+        self.flush_logs()
+        state.unlogged_loss, state.unlogged_batches = self.running_loss.item(), self.running_batches
+        payload = {
+            "model": trainable_state(self.steps.bare()),
+            "optimizer": self.steps.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "training_state": state,
+            "best_weights": self.best_weights,
+        }
+        save_checkpoint(self.checkpoint_dir, state.step, payload, self.settings.keep_last)
+
+    # ----- losses and log lines ------------------------------------------------------------------
+    def add_loss(self, loss: torch.Tensor) -> None:
+        self.running_loss += loss
+        self.running_batches += 1
+
+    def log_step(self) -> None:
+        lr = self.scheduler.get_last_lr()[-1]
+        record = {
+            "step": self.state.step,
+            "epoch": self.epoch_position(),
+            "lr": lr,
+            "seconds": round(self.train_seconds(), 3),
+        }
+        self.pending_logs.append((record, self.running_loss / self.running_batches))
+        self.progress.update(self.task_id, lr=lr)
+        self.running_loss = torch.zeros((), device=self.accelerator.device)
+        self.running_batches = 0
+        if len(self.pending_logs) >= FLUSH_EVERY:
+            self.flush_logs()
+
+    def flush_logs(self) -> None:
+        """Read the pending losses in one device synchronisation and append their log lines."""
+        if not self.pending_logs:
+            return
+        losses = torch.stack([loss for _, loss in self.pending_logs]).tolist()
+        for (record, _), loss in zip(self.pending_logs, losses, strict=True):
+            self.state.history.append({**record, "loss": loss})
+        self.progress.update(self.task_id, loss=losses[-1])
+        self.pending_logs.clear()
+
+    def show_step(self) -> None:
+        self.progress.update(self.task_id, completed=self.state.step)
+
+    def end_epoch(self) -> None:
+        record = self.steps.end_epoch(self.state.step)
+        if record is None:
+            return
+        self.flush_logs()
+        self.state.history.append({"step": self.state.step, "epoch": self.state.epoch, "split": "privacy", **record})
+        if self.shown:
+            self.progress.console.print(f"epoch {self.state.epoch}: privacy spent epsilon {record['epsilon']:.3f}")
+
+    # ----- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> bool:
+        """Evaluate, record, keep the best weights; True when early stopping says stop."""
+        state = self.state
+        self.flush_logs()
+        started = time.perf_counter()
+        metrics = self.score(self.steps.model, self.validation)
+        state.eval_seconds += time.perf_counter() - started
+        self.last_evaluation = state.step
+        selection = self.settings.selection
+        if self.shown:
+            names = dict.fromkeys([selection.metric if selection else "loss", "loss"])
+            shown = ", ".join(f"{name} {metrics[name]:.4f}" for name in names)
+            self.progress.console.print(f"step {state.step} (epoch {self.epoch_position():.2f}) validation: {shown}")
+        state.history.append(
+            {"step": state.step, "epoch": self.epoch_position(), "split": "validation", "metrics": scalars(metrics)}
+        )
+        verdict = state.stopping.update(state.step, metrics)
+        if verdict.improved:
+            self.best_weights = trainable_state(self.steps.bare())
+        self.steps.train()
+        return verdict.stop
+
+    # ----- time ----------------------------------------------------------------------------------
+    def epoch_position(self) -> float:
+        return round(self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch, 4)
+
+    def train_seconds(self) -> float:
+        """Optimisation time so far: wall time since the clock started minus the evaluations run since then."""
+        state = self.state
+        return state.train_seconds + time.perf_counter() - self.started - (state.eval_seconds - self.eval_before)
+
+    def _restart_clock(self) -> None:
+        self.started, self.eval_before = time.perf_counter(), self.state.eval_seconds
+
+    def _reset_losses(self) -> None:
+        self.running_loss = torch.full((), self.state.unlogged_loss, device=self.accelerator.device)
+        self.running_batches = self.state.unlogged_batches
 
 
-def compiled_forward(model: nn.Module, fixed_shape: bool, total_steps: int) -> nn.Module:
-    """The model compiled for training; it shares the model's parameters, so evaluation, checkpoints
-    and the best weights keep using the plain model.
-
-    Two ways, chosen by run length from measurements on an H100 (bench/README.md, GPT-2 small, rows
-    of 16 x 512 tokens): compiling the whole model fuses across blocks (282k tokens/s) but costs a
-    45 s cold start; compiling one transformer block and reusing it for every layer (regional
-    compilation) starts in a few seconds but runs at 201k tokens/s. The whole model pays back after
-    about WHOLE_MODEL_COMPILE_STEPS steps. Batches of one shape get static kernels; varying lengths
-    one dynamic-shape graph instead of a recompilation per length.
-    """
-    if total_steps >= WHOLE_MODEL_COMPILE_STEPS:
-        return torch.compile(model, dynamic=not fixed_shape)
-    from accelerate.utils import compile_regions
-
-    return compile_regions(model, dynamic=not fixed_shape)
-
-
-def _checkpoint(folder, model, optimizer, scheduler, state, best_weights, keep_last) -> None:
-    payload = {
-        "model": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
-        "training_state": state,
-        "best_weights": best_weights,
-    }
-    save_checkpoint(folder, state.step, payload, keep_last)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    split: EncodedSplit,
-    batch_size: int,
-    device: torch.device,
-    pad_token_id: int,
-    keep_logits: bool = True,
-) -> tuple[np.ndarray | list[np.ndarray] | None, float | None]:
-    """Outputs for every row in input order, and the mean loss when the split has labels.
-
-    Outputs are one array [rows, ...] for row-level models, or, for models that score every token
-    (NER, question answering), a list of one array per row trimmed to its length. The loss is
-    averaged over rows, or over labelled tokens when labels are token sequences. `keep_logits=False`
-    returns no outputs (a language model's would not fit in memory)."""
-    was_training = model.training
-    model.eval()
-    outputs: list[torch.Tensor] = []
-    order: list[np.ndarray] = []
-    loss_sum = torch.zeros((), device=device)
-    loss_weight = torch.zeros((), device=device)
-    pad_multiple = 8 if device.type == "cuda" else 1
-    for indices in sorted_batches(split.lengths, batch_size):
-        batch = to_device(collate(split, indices, pad_token_id, pad_multiple), device)
-        result = model(**batch)
-        if result.loss is not None:
-            labels = batch.get("labels")
-            token_labels = labels is not None and labels.dim() > 1 and not labels.is_floating_point()
-            weight = (labels != LABEL_PAD).sum() if token_labels else len(indices)
-            loss_sum += result.loss.float() * weight
-            loss_weight += weight
-        if keep_logits:
-            outputs.append(model_scores(result).float())
-        order.append(indices)
-    model.train(was_training)
-    loss = (loss_sum / loss_weight.clamp(min=1)).item() if split.labels is not None else None
-    if not keep_logits:
-        return None, loss
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32), None
-    indices = np.concatenate(order)
-    if outputs[0].dim() > 2 and "input_ids" in split.sequences:  # per-token scores: one array per row
-        per_row: list[np.ndarray] = [np.empty(0)] * len(split)
-        rows = (row for batch in outputs for row in batch.cpu().numpy())
-        for index, scores in zip(indices, rows, strict=True):
-            per_row[index] = scores[: split.lengths[index]]
-        return per_row, loss
-    logits = torch.cat(outputs).cpu().numpy()
-    restored = np.empty_like(logits)
-    restored[indices] = logits
-    return restored, loss
-
-
-def model_scores(result: Any) -> torch.Tensor:
-    """A model output's scores: `logits`, or question answering's start and end logits stacked
-    as [..., 2]."""
-    if getattr(result, "logits", None) is not None:
-        return result.logits
-    return torch.stack([result.start_logits, result.end_logits], dim=-1)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Copy a batch to the device without making the host wait (pinned memory on CUDA)."""
-    if device.type != "cuda":
-        return batch
-    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
-
-
-def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

@@ -1,0 +1,191 @@
+"""Adaptation strategies through training: freeze_backbone, last_n_layers, LoRA (merged model and
+adapter), their refusals before anything is written, and layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import assert_same_weights, make_config, read_json, saved_weights
+
+import tunewise
+from tunewise.errors import ConfigError
+
+TEXTS = [
+    "the film was really great overall",
+    "this book was so excellent today",
+    "the movie was very awful again",
+    "the hotel was rather terrible honestly",
+]
+LEARN = {"epochs": 5, "learning_rate": 3e-3}
+
+
+def train(config: dict, **kwargs: Any) -> tunewise.Run:
+    return tunewise.train(config, show_progress=False, **kwargs)
+
+
+def backbone(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The fine-tuned encoder weights, keyed like the pretrained BertModel folder ("encoder." removed)."""
+    return {
+        name.removeprefix("encoder."): value
+        for name, value in saved_weights(run_dir / "model").items()
+        if name.startswith("encoder.")
+    }
+
+
+# ------------------------------------------------------------------------------------------ freezing
+
+
+def test_freeze_backbone_trains_only_the_head(tmp_path, tiny_mean_model_dir, single_label_data):
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "freeze_backbone"},
+            train={"epochs": 1},
+        )
+    )
+    parameters = read_json(run.run_dir / "run.json")["parameters"]
+    assert parameters["trainable"] == 32 * 2 + 2  # the linear classifier only
+    assert parameters["total"] > 100 * parameters["trainable"]
+    pretrained = saved_weights(tiny_mean_model_dir)
+    tuned = backbone(run.run_dir)
+    assert tuned, "no encoder weights found in the saved model"
+    assert_same_weights(tuned, {name: pretrained[name] for name in tuned})
+
+
+def test_last_n_layers_trains_only_the_top_layers(tmp_path, tiny_mean_model_dir, single_label_data):
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "last_n_layers", "n_layers": 1},
+            train={"epochs": 1},
+        )
+    )
+    pretrained = saved_weights(tiny_mean_model_dir)
+    tuned = backbone(run.run_dir)
+    frozen = [name for name in tuned if name.startswith(("embeddings.", "encoder.layer.0."))]
+    trained = [name for name in tuned if name.startswith("encoder.layer.1.")]
+    assert frozen and trained
+    assert_same_weights({n: tuned[n] for n in frozen}, {n: pretrained[n] for n in frozen})
+    changed = [name for name in trained if not torch.equal(tuned[name], pretrained[name])]
+    assert len(changed) == len(trained), f"layer 1 weights unchanged: {set(trained) - set(changed)}"
+
+
+def test_last_n_layers_beyond_the_model_is_refused_before_anything_is_written(
+    tmp_path, tiny_mean_model_dir, single_label_data
+):
+    config = make_config(
+        tmp_path, tiny_mean_model_dir, single_label_data, strategy={"method": "last_n_layers", "n_layers": 5}
+    )
+    with pytest.raises(ConfigError, match="at most 2") as excinfo:
+        train(config)
+    assert "n_layers is 5" in str(excinfo.value)
+    assert not Path(config["output_dir"]).exists()
+
+
+# ------------------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_saves_a_merged_model_and_the_adapter(tmp_path, tiny_mean_model_dir, single_label_data):
+    run = train(
+        make_config(
+            tmp_path,
+            tiny_mean_model_dir,
+            single_label_data,
+            strategy={"method": "lora", "lora": {"target_modules": ["query", "value"], "r": 4}},
+            train=LEARN,
+        )
+    )
+    parameters = read_json(run.run_dir / "run.json")["parameters"]
+    assert 0 < parameters["trainable"] < parameters["total"] / 2
+
+    adapter = run.run_dir / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    assert any(adapter.glob("adapter_model.*"))
+    assert set(read_json(adapter / "adapter_config.json")["target_modules"]) == {"query", "value"}
+
+    merged = saved_weights(run.run_dir / "model")
+    assert not [name for name in merged if "lora" in name or "base_model" in name or "modules_to_save" in name]
+    pretrained = saved_weights(tiny_mean_model_dir)
+    tuned = backbone(run.run_dir)
+    assert set(tuned) == {name for name in pretrained if not name.startswith("pooler.")}
+    adapted = [name for name in tuned if name.endswith(("query.weight", "value.weight"))]
+    untouched = [name for name in tuned if name.endswith(("key.weight", "output.dense.weight"))]
+    assert all(not torch.equal(tuned[name], pretrained[name]) for name in adapted), "LoRA updates were not merged"
+    assert all(torch.equal(tuned[name], pretrained[name]) for name in untouched)
+
+    loaded = tunewise.load(run.run_dir)  # a plain transformers model: no peft wrapper
+    assert "peft" not in type(loaded.model).__module__
+    assert [p["label"] for p in loaded.predict(TEXTS)] == [p["label"] for p in run.predict(TEXTS)]
+    # the final metrics score the merged model, the one saved in model/
+    metrics, _ = loaded.evaluate(single_label_data["test"])
+    assert metrics["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    assert metrics["loss"] == pytest.approx(run.metrics["test"]["loss"], rel=1e-5)
+
+
+def test_lora_unknown_target_lists_the_choices(tmp_path, tiny_mean_model_dir, single_label_data):
+    config = make_config(
+        tmp_path,
+        tiny_mean_model_dir,
+        single_label_data,
+        strategy={"method": "lora", "lora": {"target_modules": ["nonexistent"]}},
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        train(config)
+    message = str(excinfo.value)
+    assert "nonexistent" in message and "Choose among" in message
+    for name in ("query", "key", "value", "dense"):
+        assert name in message
+    assert not Path(config["output_dir"]).exists()
+
+
+# ------------------------------------------------------------------------------------------ layer-wise LR decay
+
+
+def test_layerwise_lr_decay_slows_the_lower_layers(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunewise.models.strategies import parameter_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+
+    def lr_of(groups: list[dict]) -> dict[str, float]:
+        return {names[id(p)]: group["lr"] for group in groups for p in group["params"]}
+
+    rates = lr_of(parameter_groups(model, learning_rate=1.0, weight_decay=0.01, decay=0.5))
+    assert len(rates) == len(names)  # every trainable parameter is in exactly one group
+    assert rates["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.125)
+    assert rates["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.25)
+    assert rates["bert.encoder.layer.1.attention.self.query.weight"] == pytest.approx(0.5)
+    assert rates["classifier.weight"] == pytest.approx(1.0)
+    assert rates["bert.pooler.dense.weight"] == pytest.approx(1.0)
+
+    flat = lr_of(parameter_groups(model, learning_rate=1.0, weight_decay=0.01, decay=1.0))
+    assert set(flat.values()) == {1.0}
+
+    groups = parameter_groups(model, learning_rate=1.0, weight_decay=0.01, decay=0.5)
+    decay_of = {names[id(p)]: group["weight_decay"] for group in groups for p in group["params"]}
+    assert decay_of["bert.encoder.layer.0.attention.self.query.bias"] == 0.0
+    assert decay_of["bert.embeddings.LayerNorm.weight"] == 0.0
+    assert decay_of["bert.encoder.layer.0.attention.self.query.weight"] == 0.01
+
+
+def test_layerwise_lr_decay_skips_frozen_parameters(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunewise.config.sections import StrategyConfig
+    from tunewise.models.strategies import apply_strategy, parameter_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    apply_strategy(model, StrategyConfig(method="last_n_layers", n_layers=1))
+    grouped = [p for group in parameter_groups(model, 1.0, 0.0, 0.5) for p in group["params"]]
+    assert all(p.requires_grad for p in grouped)
+    assert len(grouped) == sum(p.requires_grad for p in model.parameters())

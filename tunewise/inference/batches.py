@@ -1,0 +1,83 @@
+"""Batches of encoded rows: padded to their longest row, with labels that are sequences padded by LABEL_PAD.
+
+Evaluation and prediction batch rows longest first, so almost no compute goes to padding; the
+original order is restored by index afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tunewise.types import LABEL_PAD, EncodedSplit
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Longest-first batches for evaluation and prediction: least padding, order restored by index."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(
+    split: EncodedSplit,
+    indices: np.ndarray,
+    pad_to_multiple_of: int = 1,
+    per_row_positions: bool = False,
+    token_types: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Pad the rows `indices` to their longest length; labels that are sequences pad with LABEL_PAD.
+
+    Padded position ids are 0, which starts a new (ignored) example in a packed row. DP-SGD needs
+    `per_row_positions` (position ids, and with `token_types` token-type ids, as full [rows, length]
+    tensors: Opacus computes each row's embedding gradients from its own ids)."""
+    if split.loader is not None:
+        batch = split.loader(indices)
+        if split.labels is not None:
+            batch.update(_label_columns(split, indices, 1))
+        return batch
+    longest = int(split.lengths[indices].max())
+    if pad_to_multiple_of > 1:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    batch = {}
+    for name, rows in split.sequences.items():
+        pad = split.pad_token_id if name == "input_ids" else 0
+        batch[name] = _pad([rows[i] for i in indices], longest, pad)
+    if split.attention_mask:
+        batch["attention_mask"] = (
+            torch.arange(longest).unsqueeze(0) < torch.from_numpy(split.lengths[indices]).unsqueeze(1)
+        ).long()
+    if per_row_positions and "position_ids" not in batch:
+        batch["position_ids"] = torch.arange(longest).expand(len(indices), longest).contiguous()
+    if token_types and "token_type_ids" not in batch:
+        batch["token_type_ids"] = torch.zeros(len(indices), longest, dtype=torch.long)
+    if split.labels is not None:
+        batch.update(_label_columns(split, indices, longest))
+    return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to the device without making the host wait (pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return batch
+    return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
+def _label_columns(split: EncodedSplit, indices: np.ndarray, longest: int) -> dict[str, torch.Tensor]:
+    labels = _labels(split.labels, indices, longest)
+    if len(split.label_keys) == 1:
+        return {split.label_keys[0]: labels}
+    return {key: labels[:, column] for column, key in enumerate(split.label_keys)}
+
+
+def _pad(rows: list, length: int, value: int) -> torch.Tensor:
+    out = np.full((len(rows), length), value, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
+
+
+def _labels(labels: list | np.ndarray | None, indices: np.ndarray, longest: int) -> torch.Tensor:
+    if isinstance(labels, np.ndarray):
+        return torch.from_numpy(labels[indices])
+    assert labels is not None
+    return _pad([labels[i] for i in indices], longest, LABEL_PAD)

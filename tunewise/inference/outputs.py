@@ -1,0 +1,74 @@
+"""A model's outputs for every row of an encoded split, in input order, and the mean loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunewise.inference.batches import collate, sorted_batches, to_device
+from tunewise.types import LABEL_PAD, EncodedSplit, Logits
+
+EVAL_BATCH_SIZE = 128
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    split: EncodedSplit,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device: torch.device | None = None,
+    keep_logits: bool = True,
+) -> tuple[Logits, float | None]:
+    """Outputs for every row in input order, and the mean loss when the split has labels.
+
+    Outputs are one array [rows, ...] for row-level models, or, for models that score every token
+    (NER, question answering), a list of one array per row trimmed to its length. The loss is
+    averaged over rows, or over labelled tokens when labels are token sequences. `keep_logits=False`
+    returns no outputs (a language model's would not fit in memory)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs: list[torch.Tensor] = []
+    order: list[np.ndarray] = []
+    loss_sum = torch.zeros((), device=device)
+    loss_weight = torch.zeros((), device=device)
+    pad_multiple = 8 if device.type == "cuda" else 1
+    for indices in sorted_batches(split.lengths, batch_size):
+        batch = to_device(collate(split, indices, pad_multiple), device)
+        result = model(**batch)
+        if result.loss is not None:
+            labels = batch.get("labels")
+            token_labels = labels is not None and labels.dim() > 1 and not labels.is_floating_point()
+            weight = torch.ne(labels, LABEL_PAD).sum() if labels is not None and token_labels else len(indices)
+            loss_sum += result.loss.float() * weight
+            loss_weight += weight
+        if keep_logits:
+            outputs.append(model_scores(result).float())
+        order.append(indices)
+    model.train(was_training)
+    loss = (loss_sum / loss_weight.clamp(min=1)).item() if split.labels is not None else None
+    if not keep_logits:
+        return None, loss
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32), None
+    indices = np.concatenate(order)
+    if outputs[0].dim() > 2 and "input_ids" in split.sequences:  # per-token scores: one array per row
+        per_row: list[np.ndarray] = [np.empty(0)] * len(split)
+        rows = (row for batch in outputs for row in batch.cpu().numpy())
+        for index, scores in zip(indices, rows, strict=True):
+            per_row[index] = scores[: split.lengths[index]]
+        return per_row, loss
+    logits = torch.cat(outputs).cpu().numpy()
+    restored = np.empty_like(logits)
+    restored[indices] = logits
+    return restored, loss
+
+
+def model_scores(result: Any) -> torch.Tensor:
+    """A model output's scores: `logits`, or question answering's start and end logits stacked as [..., 2]."""
+    if getattr(result, "logits", None) is not None:
+        return result.logits
+    return torch.stack([result.start_logits, result.end_logits], dim=-1)

@@ -1,0 +1,321 @@
+"""The train job: prepare, check, build, fit, evaluate, save, audit, report. Read it top to bottom.
+
+Every stage works from the plan preparation made, and the model, processor and frames stay in
+memory from the first stage to the last: each data file is parsed once, the tokenizer and the model
+loaded once. Each stage's wall time goes into run.json (`durations_seconds`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from torch import nn
+
+from tunewise.audit.findings import Audit
+from tunewise.config.parsing import dump_config
+from tunewise.config.sections import RunConfig
+from tunewise.errors import TunewiseError
+from tunewise.evaluation.metrics import format_metrics_table
+from tunewise.jobs.check import check_before_training, write_check
+from tunewise.jobs.fairness import fairness_summary, measure_fairness
+from tunewise.jobs.privacy import audit_membership, privacy_summary, write_privacy
+from tunewise.models.strategies import apply_strategy, count_parameters
+from tunewise.prepare import Plan, prepare
+from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
+from tunewise.reporting.rebuild import rebuild as rebuild_report
+from tunewise.runs.guard import start_run_dir
+from tunewise.runs.layout import (
+    ADAPTER_FOLDER,
+    AUDIT_FOLDER,
+    CHECKPOINT_FOLDER,
+    CONFIG_FILE,
+    FAIRNESS_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FOLDER,
+    PLOTS_FOLDER,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+)
+from tunewise.runs.record import git_revision, hardware, package_versions, write_json
+from tunewise.serving.predictor import FineTunedModel, csv_ready, user_columns
+from tunewise.training.loop import FitResult, fit
+from tunewise.types import Outputs
+
+
+@dataclass
+class Run:
+    """A finished training run: its folder, metrics and the fine-tuned model."""
+
+    run_dir: Path
+    config: RunConfig
+    metrics: dict[str, dict]
+    history: list[dict]
+    model: FineTunedModel
+
+    def predict(self, inputs: Any) -> list[dict[str, Any]]:
+        return self.model.predict(inputs)
+
+
+@dataclass
+class Stopwatch:
+    """Wall seconds per stage, for run.json and the benchmark."""
+
+    started: float = field(default_factory=time.perf_counter)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - began, 2)
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 2)
+
+
+def train(
+    config: RunConfig,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> Run:
+    """Fine-tune as the config says and write the run folder. Returns the `Run`."""
+    console = console or Console(stderr=True)
+    clock = Stopwatch()
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    with clock.stage("prepare"):  # read, split and check the data; find the model; resolve every auto; encode
+        plan = prepare(config, overwrite=overwrite, resume=resume)
+    assert plan.training is not None
+    report_data_changes(plan, console)
+    audit = None
+    if plan.config.audit.before_training:
+        with clock.stage("check"):
+            audit = check_before_training(plan, console)
+
+    # --- model and strategy: mistakes in either fail here, before the run folder is touched ---
+    settings = plan.training.settings
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=plan.training.device_type != "cuda")
+    if settings.privacy is not None:
+        console.print(settings.privacy.describe())
+    set_seed(settings.seed)
+    with clock.stage("build_model"):
+        model = plan.task.model.build(plan.model.source, plan.model.hints, plan.model.pooling)
+        model = apply_strategy(model, plan.config.strategy)
+    trainable, total = count_parameters(model)
+
+    writer = accelerator.is_main_process  # with several processes, one writes the run folder
+    record = run_record(plan, trainable, total)
+    if writer:
+        start_run(plan, audit, record, overwrite)
+    console.print(
+        f"[bold]tunewise[/] {plan.facts.name} ({plan.facts.problem_type}"
+        f"{f', {len(plan.facts.label_names)} labels' if plan.facts.label_names else ''}) on {plan.config.model}: "
+        f"{plan.model.method}, {trainable:,} of {total:,} parameters trainable, batch {settings.batch_size}, "
+        f"lr {settings.learning_rate:.2e}, {len(plan.training.encoded['train']):,} training rows, "
+        f"device {accelerator.device}"
+    )
+
+    # --- train ---
+    def evaluate(model_to_score: nn.Module, split: Any) -> dict[str, Any]:
+        return score(plan, model_to_score, split)[0]
+
+    encoded = plan.training.encoded
+    with clock.stage("train"):
+        result = fit(
+            model,
+            encoded["train"],
+            encoded["validation"],
+            settings,
+            evaluate,
+            accelerator,
+            plan.run_dir / CHECKPOINT_FOLDER,
+            resume=resume,
+            show_progress=show_progress,
+            console=console,
+        )
+    model = accelerator.unwrap_model(model)
+    if writer:
+        model = merge_adapter(plan, model)  # from here on the model is the one saved in model/
+
+    # --- evaluate the best model, write the run folder ---
+    with clock.stage("final_evaluation"):
+        metrics, outputs, predictions = final_evaluation(plan, model)
+    if not writer:
+        fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
+        return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
+    with clock.stage("save"):
+        plan.task.model.save(model, plan.model.processor, plan.run_dir / MODEL_FOLDER)
+        write_outputs(plan, metrics, predictions, result)
+    if plan.facts.capabilities.fairness and plan.config.fairness.enabled:
+        with clock.stage("fairness"):
+            fairness = measure_fairness(plan, model, outputs)
+            write_json(plan.run_dir / FAIRNESS_FILE, fairness)
+        console.print(fairness_summary(fairness))
+    privacy_record = settings.privacy.record(result.state.step) if settings.privacy is not None else None
+    if plan.facts.capabilities.membership_inference:
+        with clock.stage("privacy_audit"):
+            leakage = privacy_audit(plan, model, privacy_record, outputs, console)
+        if leakage is not None:
+            console.print(privacy_summary(leakage))
+    finish_record(plan, record, metrics, result, clock, privacy_record)
+    with clock.stage("report"):
+        rebuild_report(plan.run_dir)
+    finish_record(plan, record, metrics, result, clock, privacy_record)  # now with the report's time too
+    console.print(format_metrics_table(metrics, title=f"{plan.run_dir} - best step {result.state.best_step}"))
+    fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
+    return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
+
+
+def report_data_changes(plan: Plan, console: Console) -> None:
+    data = plan.data
+    if data.dropped_rows:
+        console.print(
+            f"data.dedupe: dropped {data.dropped_rows} training row(s) whose text is also in validation or test"
+        )
+    if plan.config.fairness.augment:
+        console.print(f"fairness.augment: {data.augmented_rows} counterfactual copies added to training")
+
+
+def score(plan: Plan, model: nn.Module, split: Any) -> tuple[dict[str, Any], Outputs]:
+    """The task's metrics (and the mean loss) of the model on one encoded split, with the outputs behind them."""
+    outputs = plan.task.scoring.run(model, plan.model.processor, split)
+    return {**plan.task.scoring.metrics(outputs, split), "loss": outputs.loss}, outputs
+
+
+def final_evaluation(plan: Plan, model: nn.Module) -> tuple[dict, dict[str, Outputs], pd.DataFrame | None]:
+    """Validation (fitting post-hoc settings such as the multi-label threshold) and test metrics; the
+    outputs (reused by the fairness and privacy audits) and the test predictions."""
+    assert plan.training is not None
+    metrics: dict[str, dict] = {}
+    outputs: dict[str, Outputs] = {}
+    predictions = None
+    for split in ("validation", "test"):
+        encoded = plan.training.encoded.get(split)
+        if encoded is None:
+            continue
+        outputs[split] = plan.task.scoring.run(model, plan.model.processor, encoded)
+        if split == "validation":
+            plan.task.scoring.calibrate(outputs[split], encoded)
+        metrics[split] = {**plan.task.scoring.metrics(outputs[split], encoded), "loss": outputs[split].loss}
+        if split == "test" and not plan.facts.capabilities.generation:
+            presented = plan.task.scoring.present(outputs[split], encoded)
+            predictions = pd.concat([user_columns(plan.data.frames[split]), presented], axis=1)
+    return metrics, outputs, predictions
+
+
+def run_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:
+    """run.json as training starts: the plan, the data fingerprints, seed, versions, git revision, hardware."""
+    return {
+        "requested_config": plan.requested.model_dump(mode="json"),
+        "status": "training",
+        "problem_type": plan.facts.problem_type,
+        **plan.describe(),
+        "parameters": {"trainable": trainable, "total": total},
+        "versions": package_versions(),
+        "git_revision": git_revision(Path.cwd()),
+        "hardware": hardware(),
+    }
+
+
+def start_run(plan: Plan, audit: Audit | None, record: dict[str, Any], overwrite: bool) -> None:
+    start_run_dir(plan.run_dir, overwrite=overwrite)
+    (plan.run_dir / CONFIG_FILE).write_text(dump_config(plan.config), encoding="utf-8")
+    if audit is not None:
+        write_check(audit, plan, plan.run_dir / AUDIT_FOLDER)
+    write_json(plan.run_dir / RUN_FILE, record)
+
+
+def merge_adapter(plan: Plan, model: nn.Module) -> nn.Module:
+    """LoRA runs keep the bare adapter in `adapter/` and go on with the adapter merged into the weights:
+    the model evaluated, audited and saved in `model/` is one plain model that loads with from_pretrained."""
+    peft_model: Any = model
+    if not hasattr(peft_model, "merge_and_unload"):
+        return model
+    peft_model.save_pretrained(plan.run_dir / ADAPTER_FOLDER)
+    return peft_model.merge_and_unload()
+
+
+def write_outputs(plan: Plan, metrics: dict, predictions: pd.DataFrame | None, result: FitResult) -> None:
+    run_dir = plan.run_dir
+    write_json(run_dir / METRICS_FILE, metrics)
+    with open(run_dir / HISTORY_FILE, "w", encoding="utf-8") as history:
+        for entry in result.state.history:
+            history.write(json.dumps(entry) + "\n")
+    if predictions is not None:
+        csv_ready(predictions).to_csv(run_dir / PREDICTIONS_FILE, index=False)
+    plots = run_dir / PLOTS_FOLDER
+    plot_loss_curve(result.state.history, plots / "loss.png")
+    for split, split_metrics in metrics.items():
+        if "confusion_matrix" in split_metrics:
+            plot_confusion_matrix(
+                split_metrics["confusion_matrix"],
+                list(plan.facts.label_names),
+                plots / f"confusion_{split}.png",
+                title=f"Confusion matrix ({split})",
+            )
+
+
+def finish_record(
+    plan: Plan,
+    record: dict[str, Any],
+    metrics: dict,
+    result: FitResult,
+    clock: Stopwatch,
+    privacy: dict[str, Any] | None,
+) -> None:
+    state = result.state
+    record.update(
+        status="finished",
+        task=plan.task.facts().record(),  # with the settings calibrated on validation
+        metrics=metrics,
+        durations_seconds={
+            "total": clock.total(),
+            **clock.seconds,
+            "encoding": plan.training.encode_seconds if plan.training else 0.0,
+            "training": round(state.train_seconds, 2),
+            "validation_during_training": round(state.eval_seconds, 2),
+        },
+        steps=state.step,
+        epochs=result.epochs,
+        best_step=state.best_step,
+        stopped_early=state.stopped_early,
+        train_samples_per_second=round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
+        peak_memory_mb=round(result.peak_memory_mb, 1),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if privacy is not None:
+        record["privacy"] = privacy
+    write_json(plan.run_dir / RUN_FILE, record)
+
+
+def privacy_audit(
+    plan: Plan, model: nn.Module, budget: dict[str, Any] | None, outputs: dict[str, Outputs], console: Console
+) -> dict[str, Any] | None:
+    """Membership inference on the model in memory; a run too small to attack says why, never loses the run."""
+    split = "test" if "test" in plan.data.frames else "validation"
+    try:
+        leakage = audit_membership(
+            plan.task, model, plan.model.processor, plan.config, plan.data, budget, outputs.get(split), plan.seed
+        )
+    except TunewiseError as error:  # the model is trained and saved: say why, never lose the run
+        console.print(f"[yellow]privacy audit skipped:[/] {error}")
+        return None
+    leakage["data_changed_since_training"] = []
+    return write_privacy(leakage, plan.run_dir)

@@ -1,0 +1,218 @@
+"""Preparation: from a validated config to a frozen plan, with every problem found before any work.
+
+    the run folder can take the run           (runs.guard)
+    read every data file once, split, check   (prepare.data)
+    the rules that need the task or the data  (prepare.rules)
+    find the model, its hints and processor   (task.model)
+    resolve every auto                        (prepare.defaults)
+    encode, and the loop's concrete settings  (training only)
+
+Everything found wrong is reported together, as one error. `prepare` serves training; `prepare_check`
+serves the data check, which reports unreadable data as findings instead of stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelerate import PartialState
+
+from tunewise.config.sections import RunConfig
+from tunewise.data.augmentation import group_label_weights
+from tunewise.errors import TunewiseError
+from tunewise.models.registry import read_checkpoint_hints
+from tunewise.prepare import defaults
+from tunewise.prepare.data import prepare_data
+from tunewise.prepare.plan import ModelPlan, Plan, PreparedData, TrainingPlan
+from tunewise.prepare.rules import check_task_rules, raise_all
+from tunewise.runs.guard import check_output_dir, check_run_dir
+from tunewise.tasks import Task, make_task
+from tunewise.training.accounting import plan_privacy
+from tunewise.training.batching import balanced_class_weights
+from tunewise.training.optim import steps_per_epoch
+from tunewise.training.settings import Selection, TrainingSettings
+from tunewise.types import EncodedSplit, TaskFacts
+
+
+def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False) -> Plan:
+    """The plan for training `config` into its output_dir; a TunewiseError listing every problem otherwise."""
+    task = make_task(config)
+    run_dir = Path(config.output_dir)
+    problems: list[TunewiseError] = []
+    _collect(problems, check_output_dir, run_dir)
+    data = prepare_data(task, config)
+    problems += data.problems
+    facts = task.facts()
+    if not data.problems:
+        problems += check_task_rules(config, facts, data.frames)
+    if not (resume and data.problems):  # a file that did not read has no fingerprint to compare
+        requested = config.model_dump(mode="json")
+        _collect(problems, check_run_dir, run_dir, requested, data.fingerprints, overwrite, resume)
+    model = _collect(problems, prepare_model, task, config, _train_rows(data))
+    raise_all(problems)
+    assert model is not None
+    resolved = task.data.resolve(resolve_config(config, facts, model))
+    plan = Plan(config, resolved, task, facts, data, model, run_dir)
+    return _with_training(plan)
+
+
+def prepare_check(config: RunConfig) -> Plan:
+    """The plan the data check audits: the data as training would read it (problems kept, not raised),
+    the model's processor for token lengths, and max_length resolved as training resolves it."""
+    task = make_task(config)
+    data = prepare_data(task, config)
+    model = prepare_model(task, config, _train_rows(data))
+    facts = task.facts()
+    resolved = task.data.resolve(resolve_config(config, facts, model))
+    return Plan(config, resolved, task, facts, data, model, Path(config.output_dir))
+
+
+def prepare_model(task: Task, config: RunConfig, train_rows: int) -> ModelPlan:
+    """The model source, what its checkpoint declares, its processor, and the input settings they decide."""
+    source = task.model.source(config.model)
+    hints = read_checkpoint_hints(source)
+    processor = task.model.processor(source)
+    return ModelPlan(
+        source=source,
+        hints=hints,
+        processor=processor,
+        max_length=defaults.max_length(config.data.max_length, hints, processor),
+        pooling=defaults.pooling(config.strategy.pooling, hints),
+        method=defaults.strategy(config.strategy.method, source.family, train_rows),
+    )
+
+
+def resolve_config(config: RunConfig, facts: TaskFacts, model: ModelPlan, **train: Any) -> RunConfig:
+    """The config with every auto replaced by the value the plan uses (what config.yaml records)."""
+    stopping = config.train.early_stopping
+    if stopping is not None and stopping.metric == "auto":
+        stopping = stopping.model_copy(update={"metric": facts.default_metric})
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"max_length": model.max_length}),
+            "strategy": config.strategy.model_copy(update={"pooling": model.pooling, "method": model.method}),
+            "train": config.train.model_copy(update={"early_stopping": stopping, **train}),
+        }
+    )
+
+
+def _with_training(plan: Plan) -> Plan:
+    """Encode the splits (token ids cached on disk), then the settings that depend on the data and hardware."""
+    config, data, model = plan.config, plan.data, plan.model
+    assert data.training_rows is not None
+    state = PartialState(cpu=not _cuda())
+    device_type, processes = state.device.type, state.num_processes
+    cache = config.data.token_cache
+    processor, max_length = model.processor, model.max_length
+    started = time.perf_counter()
+    encoded = {
+        split: plan.task.data.encode(frame, processor, max_length, "evaluate", cache)
+        for split, frame in data.frames.items()
+        if split != "train"
+    }
+    encoded["train"] = plan.task.data.encode(data.training_rows, processor, max_length, "train", cache)
+    encode_seconds = time.perf_counter() - started
+    settings = training_settings(plan, encoded["train"], device_type, processes)
+    resolved = resolve_config(
+        plan.config,
+        plan.facts,
+        model,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        epochs=settings.epochs,
+        compile=settings.compile,
+        precision={"no": "fp32"}.get(settings.mixed_precision, settings.mixed_precision),
+    )
+    if settings.privacy is not None and resolved.privacy.dp is not None:
+        dp = resolved.privacy.dp.model_copy(update={"delta": settings.privacy.delta})
+        resolved = resolved.model_copy(update={"privacy": resolved.privacy.model_copy(update={"dp": dp})})
+    training = TrainingPlan(
+        {name: encoded[name] for name in data.frames}, settings, device_type, processes, round(encode_seconds, 2)
+    )
+    return Plan(plan.requested, resolved, plan.task, plan.facts, data, model, plan.run_dir, training)
+
+
+def training_settings(plan: Plan, train: EncodedSplit, device_type: str, processes: int) -> TrainingSettings:
+    config, family = plan.config, plan.model.source.family
+    settings, dp = config.train, config.privacy.dp
+    batch = defaults.batch_size(settings.batch_size, device_type, train.lengths, processes)
+    per_epoch = steps_per_epoch(len(train), batch, settings.gradient_accumulation, processes)
+    epochs = defaults.epochs(settings.epochs, per_epoch)
+    total = max(math.ceil(epochs * per_epoch), 1)
+    privacy = None
+    if dp is not None:
+        privacy = plan_privacy(
+            dp.epsilon, dp.delta, dp.max_grad_norm, dp.accountant, dp.max_physical_batch_size, len(train), batch, total
+        )
+    stopping = settings.early_stopping
+    class_weights, sample_weights = balancing_weights(plan, train)
+    return TrainingSettings(
+        batch_size=batch,
+        learning_rate=defaults.learning_rate(
+            settings.learning_rate, plan.model.method, family, batch * settings.gradient_accumulation
+        ),
+        epochs=epochs,
+        steps_per_epoch=per_epoch,
+        total_steps=total,
+        gradient_accumulation=settings.gradient_accumulation,
+        weight_decay=settings.weight_decay,
+        warmup_ratio=settings.warmup_ratio,
+        scheduler=settings.scheduler,
+        max_grad_norm=None if privacy is not None else settings.max_grad_norm,
+        layerwise_lr_decay=config.strategy.layerwise_lr_decay,
+        mixed_precision=defaults.mixed_precision(settings.precision, private=privacy is not None),
+        seed=settings.seed,
+        eval_every=None if settings.eval_every == "epoch" else int(settings.eval_every),
+        checkpoint_every=settings.checkpoint_every,
+        keep_last=settings.keep_last,
+        compile=privacy is None
+        and defaults.compile_model(settings.compile, device_type, processes, total, train.fixed_shape),
+        selection=None if stopping is None else Selection(stopping.metric, stopping.patience, stopping.min_delta),
+        privacy=privacy,
+        class_weights=class_weights,
+        sample_weights=sample_weights,
+    )
+
+
+def balancing_weights(plan: Plan, train: EncodedSplit) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(class weights for the loss, per-row sampling weights) from data.balance and fairness.reweight_groups."""
+    config, rows = plan.config, plan.data.training_rows
+    class_weights = sample_weights = None
+    if config.data.balance != "none":
+        labels = np.asarray(train.labels)
+        per_class = balanced_class_weights(labels, len(plan.facts.label_names))
+        if config.data.balance == "reweight":
+            class_weights = per_class
+        else:
+            sample_weights = per_class[labels]
+    if config.fairness.reweight_groups and rows is not None:
+        column = config.fairness.group_column
+        weights = group_label_weights(rows[column], rows[config.data.label_column])
+        sample_weights = weights if sample_weights is None else sample_weights * weights
+    return class_weights, sample_weights
+
+
+def _train_rows(data: PreparedData) -> int:
+    return len(data.training_rows) if data.training_rows is not None else 0
+
+
+def _collect(problems: list[TunewiseError], check: Any, *args: Any) -> Any:
+    """Run one check; a TunewiseError joins the problems instead of stopping the others."""
+    try:
+        return check(*args)
+    except TunewiseError as error:
+        problems.append(error)
+        return None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+__all__ = ["PreparedData", "prepare", "prepare_check", "prepare_model"]

@@ -1,0 +1,193 @@
+"""Tables of a run's facts, with one number format, drawn as HTML by the report and as Markdown by the card."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tunewise.reporting.run_facts import RunFacts, run_date
+
+COUNT_COLUMNS = {"n", "count", "texts", "support", "rows"}  # plotted after the rates and scores
+
+
+@dataclass
+class Table:
+    """A titled table; cells stay raw values until a renderer formats them (HTML here, Markdown in the card)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Any]]
+    grouped: bool = False  # one row per group (or member): worth a bar chart
+
+
+def fmt(value: Any) -> str:
+    """Numbers the same way everywhere (4 decimals, thousands separators), so the page and card agree."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value.is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        if 0 < abs(value) < 0.001:
+            return f"{value:.3g}"  # a privacy delta of 1e-05 must not read as 0.0000
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt(v) for v in value) if value else "none"
+    if isinstance(value, dict) and "value" in value:
+        low, high = (value.get("ci") or [None, None])[:2]
+        return fmt(value["value"]) + (f" (95% CI {fmt(low)} to {fmt(high)})" if low is not None else "")
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def scalar_metrics(scores: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def metrics_table(facts: RunFacts) -> Table:
+    """Every scalar metric, one column per evaluated split."""
+    splits = list(facts.metrics)
+    names = list(dict.fromkeys(k for s in splits for k in scalar_metrics(facts.metrics[s])))
+    return Table("Metrics", ["metric", *splits], [[n, *[facts.metrics[s].get(n) for s in splits]] for n in names])
+
+
+def per_class_table(facts: RunFacts, split: str) -> Table | None:
+    per_class = facts.metrics.get(split, {}).get("per_class")
+    if not per_class:
+        return None
+    columns = list(dict.fromkeys(c for values in per_class.values() for c in values))
+    rows = [[name, *[values.get(c) for c in columns]] for name, values in per_class.items()]
+    return Table(f"Per class ({split})", ["class", *columns], rows)
+
+
+def findings_table(audit: dict[str, Any]) -> Table:
+    """The audit's findings, errors first: what was found and what to do about it."""
+    order = {"error": 0, "warning": 1, "note": 2}
+    findings = sorted(audit.get("findings", []), key=lambda f: order.get(f.get("severity"), 3))
+    rows = [
+        [f.get("severity"), f.get("check"), f.get("split"), f.get("message"), f.get("fix") or "", f.get("rows") or ""]
+        for f in findings
+    ]
+    return Table("Data check findings", ["severity", "check", "split", "message", "what to do", "example rows"], rows)
+
+
+def json_tables(value: Any, title: str = "") -> list[Table]:
+    """Any JSON (fairness.json, privacy.json: their schema is the checks' own) as readable tables.
+
+    Scalars of an object become a field/value table; an object whose members are all flat objects (one per group,
+    say) becomes one table with a row per member; a list of flat objects becomes a table; anything else recurses.
+    """
+    if _is_flat_records(value):
+        columns = list(dict.fromkeys(c for item in value for c in item))
+        return [Table(title, columns, [[item.get(c) for c in columns] for item in value], grouped=True)]
+    if not isinstance(value, dict):
+        return [Table(title, ["value"], [[value]])]
+    tables = []
+    plain = [[key, item] for key, item in value.items() if _is_scalar(item)]
+    if plain:
+        tables.append(Table(title, ["field", "value"], plain))
+    for key, item in value.items():
+        if _is_scalar(item):
+            continue
+        name = f"{title} / {key}" if title else str(key)
+        if isinstance(item, dict) and item and _is_flat_records(list(item.values())):
+            columns = list(dict.fromkeys(c for member in item.values() for c in member))
+            rows = [[member_name, *[member.get(c) for c in columns]] for member_name, member in item.items()]
+            tables.append(Table(name, [str(key), *columns], rows, grouped=True))
+        else:
+            tables.extend(json_tables(item, name))
+    return tables
+
+
+def _is_scalar(value: Any) -> bool:
+    """A table cell: a plain value, a list of them, or a measurement {"value": x, "ci": [low, high]}."""
+    flat = (str, int, float, bool, type(None))
+    if isinstance(value, dict):
+        return "value" in value and set(value) <= {"value", "ci"} and _is_scalar(value["value"])
+    return isinstance(value, flat) or (isinstance(value, list) and all(isinstance(v, flat) for v in value))
+
+
+def number(cell: Any) -> float | None:
+    """The number in a cell (a measurement's value), or None."""
+    if isinstance(cell, dict):
+        cell = cell.get("value")
+    return float(cell) if isinstance(cell, int | float) and not isinstance(cell, bool) else None
+
+
+def _is_flat_records(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()) for v in value)
+    )
+
+
+def numeric_columns(table: Table) -> list[int]:
+    """Columns (after the first) a bar chart can show: numbers or gaps only, not all zero; counts last."""
+    columns = [
+        i
+        for i in range(1, len(table.header))
+        if all(number(row[i]) is not None or row[i] is None for row in table.rows)
+        and any(number(row[i]) for row in table.rows)
+    ]
+    return sorted(columns, key=lambda i: str(table.header[i]) in COUNT_COLUMNS)
+
+
+def dp_tables(facts: RunFacts) -> list[Table]:
+    """The differential-privacy budget the run trained under (run.json `privacy`), if any."""
+    budget = facts.record.get("privacy")
+    if budget:
+        return json_tables(budget, "Differentially private training (DP-SGD)")
+    if "privacy" in facts.config and not facts.section("privacy").get("dp"):
+        return [Table("Differentially private training", ["fact", "value"], [["DP-SGD", "no (privacy.dp: null)"]])]
+    return []
+
+
+def run_facts_tables(facts: RunFacts) -> list[Table]:
+    """Versions, revision, data fingerprints, durations and hardware: what it takes to replay or audit the run."""
+    record, data = facts.record, facts.section("data")
+    parameters = record.get("parameters") or {}
+    run_rows: list[list[Any]] = [
+        ["status", record.get("status")],
+        ["date", run_date(facts)],
+        ["git revision", record.get("git_revision") or "none recorded (not run from a git repository)"],
+        ["model source", record.get("model_source")],
+        ["task", facts.task],
+        ["strategy", facts.section("strategy").get("method")],
+        ["trainable / total parameters", f"{fmt(parameters.get('trainable'))} / {fmt(parameters.get('total'))}"],
+        ["seed", record.get("seed")],
+        ["learning rate", record.get("learning_rate")],
+        ["batch size", record.get("batch_size")],
+        ["steps", record.get("steps")],
+        ["epochs", record.get("epochs")],
+        ["best step", record.get("best_step")],
+        ["stopped early", record.get("stopped_early")],
+        ["training samples / s", record.get("train_samples_per_second")],
+        ["peak memory (MB)", record.get("peak_memory_mb")],
+    ]
+    sha = record.get("data_sha256") or {}
+    rows = record.get("rows") or {}
+    held_out = f"held out from train ({fmt(data.get('validation_ratio'))} of it)"
+    data_rows = [
+        [split, data.get(split) or (held_out if split == "validation" else None), rows.get(split), sha.get(split)]
+        for split in ("train", "validation", "test")
+        if split in rows or split in sha
+    ]
+    durations = [[k, v] for k, v in (record.get("durations_seconds") or {}).items()]
+    versions = [[k, v] for k, v in (record.get("versions") or {}).items()]
+    hardware = [[k, v] for k, v in (record.get("hardware") or {}).items()]
+    return [
+        Table("Run", ["fact", "value"], [r for r in run_rows if r[1] is not None]),
+        Table("Data", ["split", "source", "rows used", "sha256"], data_rows),
+        Table("Durations (seconds)", ["stage", "seconds"], durations),
+        Table("Versions", ["package", "version"], versions),
+        Table("Hardware", ["fact", "value"], hardware),
+    ]

@@ -1,0 +1,1 @@
+"""Using a fine-tuned model: `load(run)` and `FineTunedModel.predict / evaluate`."""

@@ -1,0 +1,1 @@
+"""The training loop and what it needs: the step strategies (plain, DP-SGD), batch order, optimiser, checkpoints."""

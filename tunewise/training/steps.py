@@ -1,0 +1,195 @@
+"""How one training batch becomes gradients: chosen once per run, so the loop never asks "is this DP?".
+
+`PlainSteps` is ordinary training under Accelerate: length-grouped (or oversampled) batches, mixed
+precision, optional class-weighted loss, gradient-norm clipping, optional compilation. `PrivateSteps`
+is DP-SGD under Opacus: Poisson-sampled batches, per-example clipping and noise in the optimizer,
+no other clipping, and the privacy spent reported at each epoch's end. Both offer the same five
+operations, which is all `training.loop.fit` needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from tunewise.inference import collate, to_device
+from tunewise.training.batching import length_grouped_batches
+from tunewise.training.dp import make_private, poisson_batches, private_backward
+from tunewise.training.optim import batches_per_process
+from tunewise.training.settings import TrainingSettings
+from tunewise.types import EncodedSplit
+
+WHOLE_MODEL_COMPILE_STEPS = 3000  # below this, compiling block by block starts fast enough to win
+
+
+class Steps(Protocol):
+    model: nn.Module  # the wrapped model: what training and the evaluations during training call
+    optimizer: Any  # the optimizer to step (wrapped by Accelerate or Opacus)
+
+    def bare(self) -> nn.Module:
+        """The model itself, without Accelerate's or Opacus's wrapper (for its weights)."""
+        ...
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's row indices for each batch of `epoch`: a pure function of (seed, epoch)."""
+        ...
+
+    def backward(self, indices: np.ndarray) -> torch.Tensor:
+        """Forward and backward over one batch; returns its mean loss, still on the device."""
+        ...
+
+    def clip(self) -> None:
+        """Before the optimizer step."""
+        ...
+
+    def end_epoch(self, step: int) -> dict[str, Any] | None:
+        """A history record at each epoch's end (DP: the privacy spent so far), or None."""
+        ...
+
+    def finish(self) -> None:
+        """After training: leave the model plain for evaluation and saving."""
+        ...
+
+    def train(self) -> None:
+        """Put the model in training mode."""
+        ...
+
+
+class PlainSteps:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: EncodedSplit,
+        settings: TrainingSettings,
+        accelerator: Accelerator,
+    ):
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.train_split, self.settings, self.accelerator = train, settings, accelerator
+        self.pad_multiple = 8 if accelerator.device.type == "cuda" else 1
+        self.forward: nn.Module = self.model
+        if settings.compile:
+            self.forward = compiled_forward(self.bare(), train.fixed_shape, settings.total_steps)
+        weights = settings.class_weights
+        self.loss_weights = (
+            None if weights is None else torch.tensor(weights, dtype=torch.float32, device=accelerator.device)
+        )
+
+    def bare(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
+        settings, processes = self.settings, self.accelerator.num_processes
+        batches = length_grouped_batches(
+            self.train_split.lengths, settings.batch_size, settings.seed, epoch, sample_weights=settings.sample_weights
+        )
+        if settings.compile and self.train_split.fixed_shape:  # one shape, one static graph: drop the short batch
+            batches = [batch for batch in batches if len(batch) == settings.batch_size] or batches
+        share = len(batches) // processes if processes > 1 else len(batches)
+        return batches[self.accelerator.process_index :: processes][:share]
+
+    def backward(self, indices: np.ndarray) -> torch.Tensor:
+        batch = to_device(collate(self.train_split, indices, self.pad_multiple), self.accelerator.device)
+        with self.accelerator.autocast():
+            if self.loss_weights is None:
+                loss = self.forward(**batch).loss
+            else:
+                loss = weighted_loss(self.forward, batch, self.loss_weights)
+        self.accelerator.backward(loss / self.settings.gradient_accumulation)
+        return loss.detach()
+
+    def clip(self) -> None:
+        if self.settings.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+
+    def end_epoch(self, step: int) -> dict[str, Any] | None:
+        return None
+
+    def finish(self) -> None:
+        """Nothing to undo."""
+
+    def train(self) -> None:
+        self.model.train()
+
+
+class PrivateSteps:
+    """Opacus's hooks and optimizer replace Accelerate's wrappers: one process, fp32."""
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, train: EncodedSplit, settings: TrainingSettings,
+        device: torch.device,
+    ):  # fmt: skip
+        assert settings.privacy is not None
+        self.plan = settings.privacy
+        self.model, self.optimizer = make_private(model.to(device), optimizer, self.plan, settings.batch_size)
+        self.train_split, self.settings, self.device = train, settings, device
+        self.batches_per_epoch = batches_per_process(len(train), settings.batch_size, 1)
+
+    def bare(self) -> nn.Module:
+        return self.model._module
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        rows, seed = len(self.train_split), self.settings.seed
+        return poisson_batches(rows, self.plan.sample_rate, self.batches_per_epoch, seed, epoch)
+
+    def backward(self, indices: np.ndarray) -> torch.Tensor:
+        return private_backward(self.model, self.optimizer, self.train_split, indices, self.device, self.plan)
+
+    def clip(self) -> None:
+        """DP-SGD clips each example's gradient in the optimizer step instead."""
+
+    def end_epoch(self, step: int) -> dict[str, Any] | None:
+        return {"epsilon": self.plan.spent(step)}
+
+    def finish(self) -> None:
+        self.model.remove_hooks()  # evaluation and saving after training need no per-example gradients
+
+    def train(self) -> None:
+        self.model.train()
+
+
+def make_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: EncodedSplit,
+    settings: TrainingSettings,
+    accelerator: Accelerator,
+) -> Steps:
+    """DP-SGD when the plan has a privacy budget, else ordinary steps: decided here, once."""
+    if settings.privacy is not None:
+        return PrivateSteps(model, optimizer, train, settings, accelerator.device)
+    return PlainSteps(model, optimizer, train, settings, accelerator)
+
+
+def weighted_loss(forward: nn.Module, batch: dict[str, torch.Tensor], class_weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with each row weighted by its class, averaged over the rows of the batch.
+
+    Not cross_entropy(weight=...): that divides by the batch's summed weights, so a batch without a
+    minority row counts as much as one with it, and most batches of a 19:1 set have none (measured:
+    minority recall stayed at 0). The mean over rows is the balanced risk, as oversampling is."""
+    labels = batch.pop("labels")
+    losses = nn.functional.cross_entropy(forward(**batch).logits.float(), labels, reduction="none")
+    return (losses * class_weights[labels]).mean()
+
+
+def compiled_forward(model: nn.Module, fixed_shape: bool, total_steps: int) -> nn.Module:
+    """The model compiled for training; it shares the model's parameters, so evaluation, checkpoints
+    and the best weights keep using the plain model.
+
+    Two ways, chosen by run length from measurements on an H100 (bench/README.md, GPT-2 small, rows
+    of 16 x 512 tokens): compiling the whole model fuses across blocks (282k tokens/s) but costs a
+    45 s cold start; compiling one transformer block and reusing it for every layer (regional
+    compilation) starts in a few seconds but runs at 201k tokens/s. The whole model pays back after
+    about WHOLE_MODEL_COMPILE_STEPS steps. Batches of one shape get static kernels; varying lengths
+    one dynamic-shape graph instead of a recompilation per length.
+    """
+    if total_steps >= WHOLE_MODEL_COMPILE_STEPS:
+        return torch.compile(model, dynamic=not fixed_shape)  # type: ignore[return-value]
+    from accelerate.utils import compile_regions
+
+    return compile_regions(model, dynamic=not fixed_shape)
