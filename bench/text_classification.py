@@ -472,6 +472,26 @@ def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return result
 
 
+def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's runs as one row: the median of every timing (stage by stage), the first run's rest."""
+    import statistics
+
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return results[0]
+    row = dict(good[0])
+    for key, value in good[0].items():
+        if key.endswith("_seconds") and isinstance(value, (int, float)):
+            row[key] = round(statistics.median(r[key] for r in good), 2)
+    if "stage_seconds" in row:
+        stages = row["stage_seconds"]
+        row["stage_seconds"] = {stage: round(statistics.median(r["stage_seconds"][stage] for r in good), 2)
+                                for stage in stages}
+    row["samples_per_second"] = round(statistics.median(r["samples_per_second"] for r in good), 2)
+    row["runs"] = len(good)
+    return row
+
+
 def baseline_worktree(revision: str, scratch: Path) -> Path:
     """A checkout of `revision` beside the benchmark, for the tunewise-baseline contender."""
     tree = scratch / f"baseline-{revision}"
@@ -567,7 +587,7 @@ def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     title = (f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epoch(s), "
              f"lr {settings['learning_rate']:g}, batch {BATCH_SIZE}, test {settings['test_rows']} rows, "
-             f"{env['device']}")
+             f"{env['device']}" + (f", median of {settings['repeat']} runs" if settings.get("repeat", 1) > 1 else ""))
     peak_label = "peak CUDA MB" if env["device_type"] == "cuda" else "peak RSS MB"
     table = Table(title=title)
     for column in ("contender", "head", "batch", "train s", "total s", "samples/s", "MFU", peak_label, "accuracy"):
@@ -628,6 +648,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
                         help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every contender this many times, round-robin, and report medians (default 1)")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the tunewise contender on the code of this git revision (tunewise-baseline)")
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
@@ -696,13 +718,19 @@ def main(argv: list[str] | None = None) -> None:
         },
         "contenders": [],
     }
-    for name in contenders:
-        print(f"[bench] {name}: {CONTENDERS[name]['description']} ...", file=sys.stderr, flush=True)
-        result = run_in_child(name, args)
-        report["contenders"].append(result)
-        summary = result.get("error") or (f"train {result['train_seconds']:.1f}s, "
-                                          f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
-        print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    for round_number in range(1, args.repeat + 1):  # round-robin, so a slow spell of the machine hits all alike
+        for name in contenders:
+            print(f"[bench] {name} (round {round_number} of {args.repeat}): {CONTENDERS[name]['description']} ...",
+                  file=sys.stderr, flush=True)
+            result = run_in_child(name, args)
+            runs[name].append(result)
+            summary = result.get("error") or (f"process {result['process_seconds']:.1f}s, train "
+                                              f"{result['train_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
+            print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
+    report["settings"]["repeat"] = args.repeat
+    report["runs"] = runs
+    report["contenders"] = [median_result(results) for results in runs.values()]
     report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     if args.baseline:
         report["settings"]["baseline_revision"] = args.baseline

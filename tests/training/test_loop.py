@@ -197,7 +197,8 @@ class Evaluator:
         self.snapshots: list[dict[str, torch.Tensor]] = []
         self.metrics: list[dict[str, Any]] = []
 
-    def __call__(self, model: torch.nn.Module, split: EncodedSplit) -> dict[str, Any]:
+    def __call__(self, model: torch.nn.Module, split: EncodedSplit) -> tuple[dict[str, Any], int]:
+        """The metrics, and as the outputs behind them the evaluation's number (which fit keeps for the best)."""
         assert split is self.pieces.validation
         metrics = self.pieces.score(model, split)
         if self.accuracy is not None:
@@ -205,7 +206,7 @@ class Evaluator:
         bare = self.accelerator.unwrap_model(model)
         self.snapshots.append({name: value.detach().clone() for name, value in bare.state_dict().items()})
         self.metrics.append(metrics)
-        return metrics
+        return metrics, len(self.metrics) - 1
 
 
 def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -274,6 +275,7 @@ def test_fit_stops_early_and_leaves_the_best_weights_in_the_model(pieces, accele
     assert result.best_validation["loss"] == pytest.approx(evaluate.metrics[1]["loss"])
     final = weights_of(model)
     assert_same_weights(final, evaluate.snapshots[1])
+    assert result.best_outputs == 1  # the outputs of the evaluation whose weights the model holds
     assert any(not torch.equal(final[name], evaluate.snapshots[2][name]) for name in final)
     assert any(not torch.equal(final[name], evaluate.snapshots[0][name]) for name in final)
 
@@ -290,6 +292,7 @@ def test_fit_without_a_selection_keeps_the_final_weights(pieces, accelerator, tm
     assert result.best_validation is not None and result.best_validation["accuracy"] == 0.1
     final = weights_of(model)
     assert_same_weights(final, evaluate.snapshots[-1])
+    assert result.best_outputs == 1  # the last evaluation's outputs, as its weights are the ones kept
     assert any(not torch.equal(final[name], evaluate.snapshots[0][name]) for name in final)
 
 

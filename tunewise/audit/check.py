@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from tunewise.audit.basic_checks import class_balance, text_quality, token_lengths
-from tunewise.audit.duplicates import exact_duplicates, find_leakage, near_duplicates
+from tunewise.audit.duplicates import Leak, exact_duplicates, find_leakage, near_duplicates
 from tunewise.audit.findings import Audit
 from tunewise.audit.label_noise import find_label_issues
 from tunewise.audit.pii import PiiScanner
@@ -31,11 +31,13 @@ def audit_data(
     processor: Any,
     max_length: int,
     config: RunConfig,
+    leaks: dict[str, list[Leak]] | None = None,
 ) -> Audit:
     """Every check over the data files as read (train whole, before any held-out split).
 
     `problems` are what preparation could not read or check: each is an error finding. When the
-    training data itself failed, nothing else can be checked against it."""
+    training data itself failed, nothing else can be checked against it. `leaks`: the evaluation rows
+    that also stand in train, when preparation already found them (data.dedupe) on these same frames."""
     audit = Audit()
     # first: a configured NER model that is not installed is a ConfigError, whatever the data holds
     scanner = PiiScanner(custom_patterns=config.audit.pii_patterns, ner_model=config.audit.pii_ner_model)
@@ -70,7 +72,7 @@ def audit_data(
     if not text_columns:  # images: the text checks below do not apply
         return audit
     check_duplicates(frames["train"], text_columns, config, audit)
-    check_leakage(frames, text_columns, config, audit)
+    check_leakage(leaks if leaks is not None else leaks_by_split(frames, text_columns, config), config, audit)
     if labelled and config.audit.label_noise:
         check_label_noise(frames["train"], text_columns, config, audit)
     check_personal_data(frames, text_columns, scanner, audit)
@@ -130,7 +132,9 @@ def check_duplicates(train: pd.DataFrame, text_columns: list[str], config: RunCo
         )
 
 
-def leaks_by_split(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig) -> dict[str, list]:
+def leaks_by_split(
+    frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig
+) -> dict[str, list[Leak]]:
     """For each evaluation split, its rows whose text also stands (exactly or nearly) in train."""
     return {
         split: find_leakage(
@@ -145,8 +149,8 @@ def leaks_by_split(frames: dict[str, pd.DataFrame], text_columns: list[str], con
     }
 
 
-def check_leakage(frames: dict[str, pd.DataFrame], text_columns: list[str], config: RunConfig, audit: Audit) -> None:
-    for split, leaks in leaks_by_split(frames, text_columns, config).items():
+def check_leakage(found: dict[str, list[Leak]], config: RunConfig, audit: Audit) -> None:
+    for split, leaks in found.items():
         if not leaks:
             continue
         exact = sum(leak.kind == "exact" for leak in leaks)

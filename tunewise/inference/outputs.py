@@ -14,7 +14,7 @@ from tunewise.types import LABEL_PAD, EncodedSplit, Logits
 EVAL_BATCH_SIZE = 128
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module,
     split: EncodedSplit,

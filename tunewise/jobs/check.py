@@ -32,9 +32,10 @@ def run_check(plan: Plan) -> Audit:
     def task_findings(frames: dict) -> list:
         return plan.task.data.findings(frames, model.processor, model.max_length)
 
-    return audit_data(
-        data.files, data.problems, plan.facts, task_findings, model.processor, model.max_length, plan.config
-    )
+    # the leaks data.dedupe found are the audit's own when no validation share was held out (the same frames)
+    leaks = data.leaks if plan.config.data.validation is not None else None
+    processor, max_length = model.processor, model.max_length
+    return audit_data(data.files, data.problems, plan.facts, task_findings, processor, max_length, plan.config, leaks)
 
 
 def check_before_training(plan: Plan, console: Console) -> Audit:

@@ -133,8 +133,8 @@ def train(
     )
 
     # --- train ---
-    def evaluate(model_to_score: nn.Module, split: Any) -> dict[str, Any]:
-        return score(plan, model_to_score, split)[0]
+    def evaluate(model_to_score: nn.Module, split: Any) -> tuple[dict[str, Any], Outputs]:
+        return score(plan, model_to_score, split)
 
     encoded = plan.training.encoded
     with clock.stage("train"):
@@ -151,12 +151,16 @@ def train(
             console=console,
         )
     model = accelerator.unwrap_model(model)
+    merged = writer and hasattr(model, "merge_and_unload")
     if writer:
         model = merge_adapter(plan, model)  # from here on the model is the one saved in model/
 
     # --- evaluate the best model, write the run folder ---
+    # the evaluation during training of the weights the model ends with is the final validation
+    # evaluation, unless merging LoRA or mixed precision made other numbers of the same weights
+    scored = result.best_outputs if not merged and settings.mixed_precision == "no" else None
     with clock.stage("final_evaluation"):
-        metrics, outputs, predictions = final_evaluation(plan, model)
+        metrics, outputs, predictions = final_evaluation(plan, model, scored)
     if not writer:
         fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
         return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
@@ -199,9 +203,12 @@ def score(plan: Plan, model: nn.Module, split: Any) -> tuple[dict[str, Any], Out
     return {**plan.task.scoring.metrics(outputs, split), "loss": outputs.loss}, outputs
 
 
-def final_evaluation(plan: Plan, model: nn.Module) -> tuple[dict, dict[str, Outputs], pd.DataFrame | None]:
+def final_evaluation(
+    plan: Plan, model: nn.Module, validation: Outputs | None = None
+) -> tuple[dict, dict[str, Outputs], pd.DataFrame | None]:
     """Validation (fitting post-hoc settings such as the multi-label threshold) and test metrics; the
-    outputs (reused by the fairness and privacy audits) and the test predictions."""
+    outputs (reused by the fairness and privacy audits) and the test predictions. `validation`: the
+    model's validation outputs when already computed (by the evaluation during training)."""
     assert plan.training is not None
     metrics: dict[str, dict] = {}
     outputs: dict[str, Outputs] = {}
@@ -210,7 +217,8 @@ def final_evaluation(plan: Plan, model: nn.Module) -> tuple[dict, dict[str, Outp
         encoded = plan.training.encoded.get(split)
         if encoded is None:
             continue
-        outputs[split] = plan.task.scoring.run(model, plan.model.processor, encoded)
+        known = validation if split == "validation" else None
+        outputs[split] = known if known is not None else plan.task.scoring.run(model, plan.model.processor, encoded)
         if split == "validation":
             plan.task.scoring.calibrate(outputs[split], encoded)
         metrics[split] = {**plan.task.scoring.metrics(outputs[split], encoded), "loss": outputs[split].loss}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tunewise.audit.duplicates import find_leakage
+from tunewise.audit.check import leaks_by_split
+from tunewise.audit.duplicates import Leak
 from tunewise.config.sections import RunConfig
 from tunewise.data.augmentation import augment_counterfactual
 from tunewise.data.readers import file_fingerprint
@@ -27,10 +28,12 @@ def prepare_data(task: Task, config: RunConfig, labels_known: bool = False) -> P
     frames: dict[str, pd.DataFrame] = {}
     if "train" in files and not problems_in(problems, "train"):
         frames = split(task, config, files, sources, problems, labels_known)
-    members = training_rows = None
+    members = training_rows = leaks = None
     dropped = augmented = 0
     if "train" in frames:
-        members, dropped = drop_leaked_rows(frames, task, config)
+        if config.data.dedupe:
+            leaks = leaks_by_split(frames, list(task.facts().text_columns), config)
+        members, dropped = drop_leaked_rows(frames["train"], leaks)
         training_rows = members
         if config.fairness.augment and task.facts().capabilities.fairness:
             training_rows = augment_counterfactual(
@@ -47,6 +50,7 @@ def prepare_data(task: Task, config: RunConfig, labels_known: bool = False) -> P
         dropped_rows=dropped,
         augmented_rows=augmented,
         problems=problems,
+        leaks=leaks,
     )
 
 
@@ -104,21 +108,9 @@ def split(
     return frames
 
 
-def drop_leaked_rows(frames: dict[str, pd.DataFrame], task: Task, config: RunConfig) -> tuple[pd.DataFrame, int]:
+def drop_leaked_rows(train: pd.DataFrame, leaks: dict[str, list[Leak]] | None) -> tuple[pd.DataFrame, int]:
     """data.dedupe: train without the rows whose text also stands in validation or test (exactly or nearly)."""
-    train = frames["train"]
-    if not config.data.dedupe:
-        return train, 0
-    text_columns = list(task.facts().text_columns)
-    leaked = {
-        row
-        for name, frame in frames.items()
-        if name != "train"
-        for leak in find_leakage(
-            train, frame, text_columns, threshold=config.audit.near_duplicate_threshold, seed=config.train.seed
-        )
-        for row in leak.train_rows
-    }
+    leaked = {row for split_leaks in (leaks or {}).values() for leak in split_leaks for row in leak.train_rows}
     if not leaked:
         return train, 0
     return train[~train["_row"].isin(leaked)].reset_index(drop=True), len(leaked)

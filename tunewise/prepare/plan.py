@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from tunewise.audit.duplicates import Leak
 from tunewise.config.sections import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.tasks import Task
@@ -34,6 +35,8 @@ class PreparedData:
     dropped_rows: int = 0  # data.dedupe
     augmented_rows: int = 0  # fairness.augment
     problems: list[TunewiseError] = field(default_factory=list)  # what could not be read or checked
+    # data.dedupe: per evaluation split, its rows that also stand in train (found on `frames`)
+    leaks: dict[str, list[Leak]] | None = None
 
 
 @dataclass(frozen=True)

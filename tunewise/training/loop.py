@@ -48,7 +48,9 @@ from tunewise.types import EncodedSplit
 LOG_EVERY = 10  # optimizer steps between log lines
 FLUSH_EVERY = 10  # log lines whose losses are read from the device together
 
-Evaluate = Callable[[nn.Module, EncodedSplit], dict[str, Any]]  # validation metrics (with "loss") of a model
+# An evaluation of a model on validation: its metrics (with "loss") and the outputs behind them. fit keeps
+# the outputs of the evaluation whose weights it leaves in the model, so the caller need not compute them again.
+Evaluate = Callable[[nn.Module, EncodedSplit], tuple[dict[str, Any], Any]]
 
 
 @dataclass
@@ -79,6 +81,9 @@ class FitResult:
     epochs: float
     best_validation: dict | None
     peak_memory_mb: float
+    # what the evaluate callback returned beside the metrics for the weights the model ends with; None when
+    # that evaluation ran before a resume (this process never saw it)
+    best_outputs: Any = None
 
 
 def fit(
@@ -151,7 +156,7 @@ def fit(
     best = next(
         (h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None
     )
-    return FitResult(state, total, settings.epochs, best, peak_memory_mb(accelerator))
+    return FitResult(state, total, settings.epochs, best, peak_memory_mb(accelerator), run.best_outputs)
 
 
 class _Run:
@@ -174,6 +179,7 @@ class _Run:
         self.accelerator, self.checkpoint_dir = accelerator, checkpoint_dir
         self.state = TrainingState(stopping=EarlyStopping(settings.selection))
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.best_outputs: Any = None  # the outputs of the evaluation of the weights the model will end with
         self.pending_logs: list[tuple[dict, torch.Tensor]] = []  # log lines whose loss is still on the device
         self.progress, self.shown = progress, not progress.disable
         self.running_loss: torch.Tensor
@@ -264,7 +270,7 @@ class _Run:
         state = self.state
         self.flush_logs()
         started = time.perf_counter()
-        metrics = self.score(self.steps.model, self.validation)
+        metrics, outputs = self.score(self.steps.model, self.validation)
         state.eval_seconds += time.perf_counter() - started
         self.last_evaluation = state.step
         selection = self.settings.selection
@@ -278,6 +284,8 @@ class _Run:
         verdict = state.stopping.update(state.step, metrics)
         if verdict.improved:
             self.best_weights = trainable_state(self.steps.bare())
+        if verdict.improved or selection is None:
+            self.best_outputs = outputs
         self.steps.train()
         return verdict.stop
 
