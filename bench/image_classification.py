@@ -1,5 +1,6 @@
 """Benchmark: EfficientNet-Lite0 (real ImageNet weights) on hymenoptera, ants vs bees, per strategy.
 
+    python bench/image_classification.py --strategies auto --epochs auto   # every default (what a user gets)
     python bench/image_classification.py                              # freeze_backbone and full, 5 epochs
     python bench/image_classification.py --strategies lora last_n_layers --epochs 3
     python bench/image_classification.py --strategies full --lr 5e-4   # a learning rate instead of auto
@@ -31,7 +32,7 @@ DATA_DIR = REPO.parent / "shared/data/hymenoptera_256"
 RESULTS_FILE = REPO / "bench/results/image_classification.json"
 
 
-def run_strategy(method: str, epochs: float, lr: str, image_size: int, threads: int, work: Path) -> dict:
+def run_strategy(method: str, epochs: float | str, lr: str, image_size: int, threads: int, work: Path) -> dict:
     import torch
 
     import tunewise
@@ -52,8 +53,8 @@ def run_strategy(method: str, epochs: float, lr: str, image_size: int, threads: 
     record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
     validation = run.metrics["validation"]
     return {
-        "strategy": method,
-        "epochs": epochs,
+        "strategy": method if method != "auto" else f"auto ({record['strategy']})",
+        "epochs": epochs if epochs != "auto" else f"auto ({record['planned_epochs']:g})",
         "image_size": image_size,
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({threads} threads)",
         "load_average": os.getloadavg(),
@@ -78,7 +79,7 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['strategy']} | {r['epochs']:g} | {r['learning_rate']:.0e} | {r['trainable_parameters']:,} | "
+            f"| {r['strategy']} | {r['epochs']} | {r['learning_rate']:.0e} | {r['trainable_parameters']:,} | "
             f"{r['val_accuracy']:.4f} | {r['val_f1_macro']:.4f} | {r['train_seconds']:.0f} | "
             f"{r['total_seconds']:.0f} | {r['train_images_per_second']:.1f} |"
         )
@@ -87,8 +88,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", nargs="+", default=["freeze_backbone", "full"])
-    parser.add_argument("--epochs", type=float, default=5)
+    parser.add_argument("--strategies", nargs="+", default=["freeze_backbone", "full"],
+                        help="strategy.method values; auto: what the defaults choose for this model and data")
+    parser.add_argument("--epochs", default="5", help="passes over the data, or auto (the default)")
     parser.add_argument("--lr", default="auto", help="learning rate, or auto (the strategy's default)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -96,6 +98,7 @@ def main() -> None:
     if not (DATA_DIR / "train").is_dir():
         sys.exit(f"error: hymenoptera data not found at {DATA_DIR} (the shared data folder beside the repository).")
     lr = args.lr if args.lr == "auto" else float(args.lr)
+    args.epochs = args.epochs if args.epochs == "auto" else float(args.epochs)
     with tempfile.TemporaryDirectory() as work:
         rows = [run_strategy(m, args.epochs, lr, args.image_size, args.threads, Path(work)) for m in args.strategies]
     date = datetime.now(UTC).isoformat(timespec="seconds")

@@ -189,3 +189,58 @@ def test_layerwise_lr_decay_skips_frozen_parameters(tiny_model_dir):
     grouped = [p for group in parameter_groups(model, 1.0, 0.0, 0.5) for p in group["params"]]
     assert all(p.requires_grad for p in grouped)
     assert len(grouped) == sum(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ timm layer groups
+
+
+def resnet_classifier() -> Any:
+    """A randomly initialised ResNet-18 classifier: ResNet keeps its stages in layer1..layer4, not in a list."""
+    from tunewise.models.vision import TimmImageClassifier, TimmImageConfig
+
+    config = TimmImageConfig(architecture="resnet18")
+    config.num_labels, config.id2label, config.label2id = 2, {0: "ant", 1: "bee"}, {"ant": 0, "bee": 1}
+    torch.manual_seed(0)
+    return TimmImageClassifier(config)
+
+
+def test_resnet_layers_come_from_timms_group_matcher() -> None:
+    from tunewise.models.layers import find_layers
+
+    layout = find_layers(resnet_classifier())
+    assert layout.found_by == "timm group_matcher"
+    assert layout.count == 4  # the four stages
+    assert layout.depth("backbone.conv1.weight") == 0  # the stem
+    assert layout.depth("backbone.layer1.0.conv1.weight") == 1
+    assert layout.depth("backbone.layer4.1.bn2.bias") == 4
+    assert layout.depth("classifier.weight") == 5  # the head
+    # the same depths once LoRA has wrapped the model
+    assert layout.depth("base_model.model.backbone.layer3.0.conv1.lora_A.default.weight") == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "trainable_prefixes"),
+    [
+        ("freeze_backbone", ("classifier.",)),
+        ("last_n_layers", ("classifier.", "backbone.layer3.", "backbone.layer4.")),
+    ],
+)
+def test_every_strategy_works_on_a_resnet(method: str, trainable_prefixes: tuple[str, ...]) -> None:
+    from tunewise.config.sections import StrategyConfig
+    from tunewise.models.strategies import apply_strategy
+
+    model = apply_strategy(resnet_classifier(), StrategyConfig(method=method, n_layers=2))
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert trainable and all(name.startswith(trainable_prefixes) for name in trainable)
+    assert any(name.startswith("backbone.layer4.") for name in trainable) == (method == "last_n_layers")
+
+
+def test_lora_and_layerwise_decay_work_on_a_resnet() -> None:
+    from tunewise.config.sections import StrategyConfig
+    from tunewise.models.strategies import apply_strategy, lora_target_modules, parameter_groups
+
+    assert lora_target_modules(resnet_classifier(), StrategyConfig(method="lora")) == ["conv1", "conv2"]
+    model = apply_strategy(resnet_classifier(), StrategyConfig(method="lora"))
+    rates = sorted({group["lr"] for group in parameter_groups(model, 1e-3, 0.01, 0.5)})
+    # adapters in every stage and the head: one rate per depth, halving stage by stage below the head
+    assert rates == pytest.approx([1e-3 * 0.5**k for k in range(5, -1, -1)])

@@ -121,7 +121,7 @@ def train(
     trainable, total = count_parameters(model)
 
     writer = accelerator.is_main_process  # with several processes, one writes the run folder
-    record = run_record(plan, trainable, total)
+    record = starting_record(plan, trainable, total)
     if writer:
         start_run(plan, audit, record, overwrite)
     console.print(
@@ -228,7 +228,7 @@ def final_evaluation(
     return metrics, outputs, predictions
 
 
-def run_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:
+def starting_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:
     """run.json as training starts: the plan, the data fingerprints, seed, versions, git revision, hardware."""
     return {
         "requested_config": plan.requested.model_dump(mode="json"),
