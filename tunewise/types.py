@@ -152,6 +152,11 @@ class Outputs:
     row_losses: np.ndarray | None = None  # each row's loss (classifiers): the membership-inference attack's input
     texts: list[str] | None = None  # generated text per row (generative tasks)
 
+    @property
+    def answers(self) -> bool:
+        """Whether there is a prediction per row to present (a language model's evaluation keeps only its loss)."""
+        return self.logits is not None or self.texts is not None
+
 
 # ------------------------------------------------------------------------------------------ the data check
 

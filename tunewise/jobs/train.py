@@ -222,7 +222,7 @@ def final_evaluation(
         if split == "validation":
             plan.task.scoring.calibrate(outputs[split], encoded)
         metrics[split] = {**plan.task.scoring.metrics(outputs[split], encoded), "loss": outputs[split].loss}
-        if split == "test" and not plan.facts.capabilities.generation:
+        if split == "test" and outputs[split].answers:
             presented = plan.task.scoring.present(outputs[split], encoded)
             predictions = pd.concat([user_columns(plan.data.frames[split]), presented], axis=1)
     return metrics, outputs, predictions

@@ -27,7 +27,8 @@ def check_output_dir(run_dir: Path) -> None:
     existing = next((folder for folder in (run_dir, *run_dir.parents) if folder.exists()), Path("."))
     if not existing.is_dir():
         raise ConfigError(
-            f"output_dir {run_dir}: {existing} is a file, so no folder can be made inside it. Choose another output_dir."
+            f"output_dir {run_dir}: {existing} is a file, so no folder can be made inside it. Choose another "
+            "output_dir."
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(

@@ -66,7 +66,7 @@ class FineTunedModel:
         encoded = self.encode(frame, "evaluate")
         outputs = self.run(encoded)
         metrics = {**self.task.scoring.metrics(outputs, encoded), "loss": outputs.loss}
-        if self.facts.capabilities.generation:  # a language model's evaluation rows are scored, not answered
+        if not outputs.answers:  # a language model's evaluation rows are scored, not answered
             return metrics, user_columns(frame)
         return metrics, pd.concat([user_columns(frame), self.task.scoring.present(outputs, encoded)], axis=1)
 

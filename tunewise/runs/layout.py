@@ -1,0 +1,38 @@
+"""Where a run keeps each of its files, relative to the run folder (the config's output_dir)."""
+
+from __future__ import annotations
+
+RUN_FILE = "run.json"  # what was run and how it went: plan, fingerprints, versions, durations, task facts
+CONFIG_FILE = "config.yaml"  # the resolved config: every auto replaced, so it replays exactly
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.jsonl"
+PREDICTIONS_FILE = "predictions.csv"
+FAIRNESS_FILE = "fairness.json"
+PRIVACY_FILE = "privacy.json"
+REPORT_FILE = "report.html"
+CARD_FILE = "model_card.md"
+MODEL_FOLDER = "model"  # loads with from_pretrained
+ADAPTER_FOLDER = "adapter"  # LoRA runs: the bare adapter
+CHECKPOINT_FOLDER = "checkpoints"
+PLOTS_FOLDER = "plots"
+AUDIT_FOLDER = "audit"  # the data check: audit.json, plots, datasheet.md
+AUDIT_FILE = f"{AUDIT_FOLDER}/audit.json"
+LOSS_PLOT = f"{PLOTS_FOLDER}/loss.png"
+CALIBRATION_PLOT = f"{PLOTS_FOLDER}/calibration_test.png"  # drawn by the report from predictions.csv
+
+# everything tunewise writes, and so everything --overwrite may remove (nothing else)
+ARTIFACTS = (
+    MODEL_FOLDER,
+    ADAPTER_FOLDER,
+    CHECKPOINT_FOLDER,
+    PLOTS_FOLDER,
+    CONFIG_FILE,
+    METRICS_FILE,
+    HISTORY_FILE,
+    PREDICTIONS_FILE,
+    FAIRNESS_FILE,
+    PRIVACY_FILE,
+    REPORT_FILE,
+    CARD_FILE,
+    RUN_FILE,
+)
