@@ -174,3 +174,9 @@ def test_auto_mixed_precision_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults.torch.cuda, "is_bf16_supported", lambda: False)
     assert defaults.mixed_precision("auto", private=False) == "fp16"
     assert defaults.mixed_precision("fp16", private=False) == "fp16"
+
+
+def test_auto_dp_delta_is_a_power_of_ten_below_one_over_ten_rows() -> None:
+    assert defaults.dp_delta("auto", 4127) == pytest.approx(1e-5)
+    assert defaults.dp_delta("auto", 1000) == pytest.approx(1e-4)
+    assert defaults.dp_delta(3e-6, 4127) == 3e-6  # a number is kept

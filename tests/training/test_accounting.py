@@ -107,7 +107,7 @@ def test_auto_delta_needs_a_training_row() -> None:
 
 
 def test_plan_privacy_fixes_the_noise_for_exactly_the_planned_steps() -> None:
-    plan = plan_privacy(3.0, "auto", 1.0, "prv", None, rows=1000, batch_size=20, total_steps=500)
+    plan = plan_privacy(3.0, auto_delta(1000), 1.0, "prv", None, rows=1000, batch_size=20, total_steps=500)
     assert isinstance(plan, PrivacyPlan)
     assert plan.sample_rate == pytest.approx(0.02)  # batch / rows: each row's chance per Poisson draw
     assert plan.delta == pytest.approx(1e-4)  # auto: the power of ten at most 1 / (10 N)

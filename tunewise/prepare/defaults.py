@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from tunewise.errors import ConfigError
+from tunewise.training.accounting import auto_delta
 from tunewise.types import CheckpointHints
 
 # peak learning rates at batch 32, per model family and strategy
@@ -121,6 +122,11 @@ def compile_model(
             "the gradient synchronisation). Set train.compile: false, or auto."
         )
     return bool(setting)
+
+
+def dp_delta(setting: float | Literal["auto"], rows: int) -> float:
+    """auto: the largest power of ten at or below 1 / (10 x rows) (training.accounting.auto_delta says why)."""
+    return auto_delta(rows) if setting == "auto" else float(setting)
 
 
 def mixed_precision(setting: str, private: bool) -> str:

@@ -145,8 +145,9 @@ def training_settings(plan: Plan, train: EncodedSplit, device_type: str, process
     total = max(math.ceil(epochs * per_epoch), 1)
     privacy = None
     if dp is not None:
+        delta = defaults.dp_delta(dp.delta, len(train))
         privacy = plan_privacy(
-            dp.epsilon, dp.delta, dp.max_grad_norm, dp.accountant, dp.max_physical_batch_size, len(train), batch, total
+            dp.epsilon, delta, dp.max_grad_norm, dp.accountant, dp.max_physical_batch_size, len(train), batch, total
         )
     stopping = settings.early_stopping
     class_weights, sample_weights = balancing_weights(plan, train)

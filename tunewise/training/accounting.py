@@ -60,7 +60,7 @@ class PrivacyPlan:
 
 def plan_privacy(
     epsilon: float,
-    delta: float | Literal["auto"],
+    delta: float,
     max_grad_norm: float,
     accountant: Accountant,
     max_physical_batch_size: int | None,
@@ -70,11 +70,10 @@ def plan_privacy(
 ) -> PrivacyPlan:
     """Noise for exactly the steps the loop will take (each a Poisson draw at rate batch / rows)."""
     sample_rate = min(batch_size / rows, 1.0)
-    resolved_delta = auto_delta(rows) if delta == "auto" else float(delta)
-    sigma = noise_multiplier_for(epsilon, resolved_delta, sample_rate, total_steps, accountant)
+    sigma = noise_multiplier_for(epsilon, delta, sample_rate, total_steps, accountant)
     return PrivacyPlan(
         epsilon=epsilon,
-        delta=resolved_delta,
+        delta=delta,
         noise_multiplier=sigma,
         sample_rate=sample_rate,
         planned_steps=total_steps,
