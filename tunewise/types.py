@@ -18,7 +18,9 @@ import torch
 
 LABEL_PAD = -100  # ignored by cross-entropy; pads per-token labels
 SPLITS = ("train", "validation", "test")
-Purpose = Literal["train", "evaluate", "predict"]  # why a frame is encoded
+# why a frame is encoded: train (the rows learnt from), validate (evaluated during training, so a
+# generative task generates for a sample only), evaluate (scored once, whole), predict (no labels)
+Purpose = Literal["train", "validate", "evaluate", "predict"]
 Severity = Literal["error", "warning", "note"]
 EXAMPLE_ROWS = 5
 
@@ -42,6 +44,7 @@ class Capabilities:
     private_training: bool = False  # DP-SGD (Opacus) can train it
     membership_inference: bool = False  # per-row losses exist for the membership-inference audit
     generation: bool = False  # predictions are generated text, not scores
+    zero_shot: bool = False  # the pretrained model already does the task: its scores before fine-tuning are a baseline
     truncates: bool = True  # inputs longer than max_length are cut (False: read whole, e.g. in windows)
     reads_text: bool = True  # inputs are texts (False: images)
 
@@ -92,6 +95,7 @@ class CheckpointHints:
 
     pooling: str | None = None
     max_length: int | None = None
+    fp16_overflows: bool = False  # activations overflow float16 (T5-family models): train in bf16 or fp32
 
 
 class Processor(Protocol):

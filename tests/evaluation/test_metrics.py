@@ -173,8 +173,9 @@ def test_is_better_respects_direction_and_delta() -> None:
     assert not is_better("mse", 0.5, 0.4)
     assert not is_better("mse", 0.395, 0.4, min_delta=0.01)
     assert not is_better("mse", float("nan"), 0.4)
+    assert is_better("bleu", 21.0, 20.0) and is_better("perplexity", 9.0, 10.0)  # generation: up, and down
     with pytest.raises(ValueError):
-        is_better("bleu", 1.0, 0.0)
+        is_better("meteor", 1.0, 0.0)
 
 
 def test_format_metrics_table_skips_nested_values() -> None:
@@ -186,6 +187,17 @@ def test_format_metrics_table_skips_nested_values() -> None:
     assert "0.9123" in text and "0.5000" in text and "10" in text
     assert "per_class" not in text and "confusion_matrix" not in text
     assert table.row_count == 3
+
+
+def test_format_metrics_table_puts_each_baseline_beside_its_split() -> None:
+    test = {"rougeL": 40.0, "baselines": {"base_model": {"rougeL": 21.5}, "lead_3": {"rougeL": 33.25}}}
+    table = format_metrics_table({"validation": {"rougeL": 38.0}, "test": test})
+    headers = [column.header for column in table.columns]
+    assert headers == ["metric", "validation", "test", "test: base model", "test: lead 3"]
+    console = Console(width=120, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "21.5000" in text and "33.2500" in text
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ from transformers import AutoTokenizer
 
 from tunewise.config.sections import StrategyConfig, TrainConfig
 from tunewise.errors import ConfigError
+from tunewise.models.registry import read_checkpoint_hints
 from tunewise.prepare import defaults
-from tunewise.types import CheckpointHints
+from tunewise.types import CheckpointHints, ModelSource
 
 # ------------------------------------------------------------------------------------------ batch size
 
@@ -174,6 +176,26 @@ def test_auto_mixed_precision_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults.torch.cuda, "is_bf16_supported", lambda: False)
     assert defaults.mixed_precision("auto", private=False) == "fp16"
     assert defaults.mixed_precision("fp16", private=False) == "fp16"
+
+
+def test_t5_family_models_never_train_in_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their activations overflow float16: auto falls back to fp32 where bf16 is missing; fp16 is refused."""
+    monkeypatch.setattr(defaults.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(defaults.torch.cuda, "is_bf16_supported", lambda: False)
+    assert defaults.mixed_precision("auto", private=False, fp16_overflows=True) == "no"
+    with pytest.raises(ConfigError, match=r"overflow float16's range.*Use bf16 .* or fp32"):
+        defaults.mixed_precision("fp16", private=False, fp16_overflows=True)
+    monkeypatch.setattr(defaults.torch.cuda, "is_bf16_supported", lambda: True)
+    assert defaults.mixed_precision("auto", private=False, fp16_overflows=True) == "bf16"
+
+
+def test_the_checkpoint_says_whether_it_overflows_fp16(tmp_path: Path) -> None:
+    for model_type, overflows in (("t5", True), ("mt5", True), ("bart", False), ("llama", False)):
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        hints = read_checkpoint_hints(ModelSource(model_type, str(folder), is_local=True))
+        assert hints.fp16_overflows is overflows, model_type
 
 
 def test_auto_dp_delta_is_a_power_of_ten_below_one_over_ten_rows() -> None:

@@ -164,7 +164,8 @@ def test_causal_lm_run_gets_a_report_and_a_card(causal_lm_run: Path) -> None:
     assert "Fairness was not measured: tunewise measures it for single-label classification" in page
     assert all(section in card for section in MITCHELL_SECTIONS)
     assert "the author left this empty (config `card.intended_use`)" in card
-    assert "generated text was not evaluated" in card
+    assert "Perplexity measures fit to held-out text" in card and "not evaluated for toxicity or bias" in card
+    assert "test: base model" in page  # the pretrained model scored beside the fine-tuned one
 
 
 def test_a_folder_without_a_finished_run_is_a_user_error(tmp_path: Path) -> None:

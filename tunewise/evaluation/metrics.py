@@ -58,6 +58,14 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "pearson": "max",
     "spearman": "max",
     "loss": "min",
+    "perplexity": "min",
+    # generated text against its reference (tunewise.evaluation.generation), 0-100
+    "rouge1": "max",
+    "rouge2": "max",
+    "rougeL": "max",
+    "rougeLsum": "max",
+    "bleu": "max",
+    "chrf": "max",
 }
 
 # the scalar metrics each function below reports, in order (the valid choices for best-model selection);
@@ -266,7 +274,10 @@ def _correlation(fn: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def format_metrics_table(metrics_by_split: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich table, one row per scalar metric and one column per split; nested values are skipped."""
+    """A rich table, one row per scalar metric and one column per split, each split followed by its
+    baselines (`baselines`: the base model, lead-3, ...) so a figure is never read without them;
+    other nested values are skipped."""
+    metrics_by_split = with_baseline_columns(metrics_by_split)
     splits = list(metrics_by_split)
     rows: list[str] = []
     for metrics in metrics_by_split.values():
@@ -279,6 +290,16 @@ def format_metrics_table(metrics_by_split: Mapping[str, Mapping[str, Any]], titl
     for name in rows:
         table.add_row(name, *(_format_value(metrics_by_split[split].get(name)) for split in splits))
     return table
+
+
+def with_baseline_columns(metrics_by_split: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Each split's metrics, then one entry per baseline of that split, named "split: baseline"."""
+    columns: dict[str, Mapping[str, Any]] = {}
+    for split, metrics in metrics_by_split.items():
+        columns[split] = metrics
+        for name, scores in (metrics.get("baselines") or {}).items():
+            columns[f"{split}: {name.replace('_', ' ')}"] = scores
+    return columns
 
 
 def _is_scalar(value: Any) -> bool:

@@ -51,7 +51,7 @@ def collate(
     if token_types and "token_type_ids" not in batch:
         batch["token_type_ids"] = torch.zeros(len(indices), longest, dtype=torch.long)
     if split.labels is not None:
-        batch.update(_label_columns(split, indices, longest))
+        batch.update(_label_columns(split, indices, longest, pad_to_multiple_of))
     return batch
 
 
@@ -62,8 +62,10 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {name: tensor.pin_memory().to(device, non_blocking=True) for name, tensor in batch.items()}
 
 
-def _label_columns(split: EncodedSplit, indices: np.ndarray, longest: int) -> dict[str, torch.Tensor]:
-    labels = _labels(split.labels, indices, longest)
+def _label_columns(
+    split: EncodedSplit, indices: np.ndarray, longest: int, pad_to_multiple_of: int = 1
+) -> dict[str, torch.Tensor]:
+    labels = _labels(split, indices, longest, pad_to_multiple_of)
     if len(split.label_keys) == 1:
         return {split.label_keys[0]: labels}
     return {key: labels[:, column] for column, key in enumerate(split.label_keys)}
@@ -76,8 +78,16 @@ def _pad(rows: list, length: int, value: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _labels(labels: list | np.ndarray | None, indices: np.ndarray, longest: int) -> torch.Tensor:
+def _labels(split: EncodedSplit, indices: np.ndarray, longest: int, pad_to_multiple_of: int) -> torch.Tensor:
+    """Labels that are sequences pad with LABEL_PAD: to the inputs' length when each row's labels align
+    with its tokens (NER, causal LMs), else to their own longest row (a seq2seq target is its own
+    sequence, shorter or longer than the source)."""
+    labels = split.labels
     if isinstance(labels, np.ndarray):
         return torch.from_numpy(labels[indices])
     assert labels is not None
-    return _pad([labels[i] for i in indices], longest, LABEL_PAD)
+    rows = [labels[i] for i in indices]
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    if not np.array_equal(lengths, split.lengths[indices]):
+        longest = -(-int(lengths.max(initial=1)) // pad_to_multiple_of) * pad_to_multiple_of
+    return _pad(rows, longest, LABEL_PAD)

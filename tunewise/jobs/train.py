@@ -132,6 +132,12 @@ def train(
         f"device {accelerator.device}"
     )
 
+    # --- the baseline a generative task must beat: the pretrained model on the same prompts ---
+    base = None
+    if plan.facts.capabilities.zero_shot:
+        with clock.stage("base_model_evaluation"):
+            base = base_model_scores(plan, model)
+
     # --- train ---
     def evaluate(model_to_score: nn.Module, split: Any) -> tuple[dict[str, Any], Outputs]:
         return score(plan, model_to_score, split)
@@ -160,7 +166,7 @@ def train(
     # evaluation, unless merging LoRA or mixed precision made other numbers of the same weights
     scored = result.best_outputs if not merged and settings.mixed_precision == "no" else None
     with clock.stage("final_evaluation"):
-        metrics, outputs, predictions = final_evaluation(plan, model, scored)
+        metrics, outputs, predictions = final_evaluation(plan, model, scored, base)
     if not writer:
         fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
         return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
@@ -203,12 +209,38 @@ def score(plan: Plan, model: nn.Module, split: Any) -> tuple[dict[str, Any], Out
     return {**plan.task.scoring.metrics(outputs, split), "loss": outputs.loss}, outputs
 
 
+@dataclass
+class BaseModelScores:
+    """The pretrained model, before any fine-tuning, on one evaluation split: the baseline of a task
+    the pretrained model can already do (generation)."""
+
+    split: str
+    metrics: dict[str, Any]
+    outputs: Outputs
+
+
+def base_model_scores(plan: Plan, model: nn.Module) -> BaseModelScores | None:
+    """Score the model as it is now (pretrained weights; LoRA adapters start as a no-op) on the split
+    the final evaluation reports first: test, else validation."""
+    assert plan.training is not None
+    split = "test" if "test" in plan.training.encoded else "validation"
+    encoded = plan.training.encoded.get(split)
+    if encoded is None:
+        return None
+    if split == "validation":  # the whole split, as test would be, not the sample scored during training
+        frame = plan.data.frames[split]
+        encoded = plan.task.data.encode(frame, plan.model.processor, plan.model.max_length, "evaluate")
+    metrics, outputs = score(plan, model, encoded)
+    return BaseModelScores(split, metrics, outputs)
+
+
 def final_evaluation(
-    plan: Plan, model: nn.Module, validation: Outputs | None = None
+    plan: Plan, model: nn.Module, validation: Outputs | None = None, base: BaseModelScores | None = None
 ) -> tuple[dict, dict[str, Outputs], pd.DataFrame | None]:
     """Validation (fitting post-hoc settings such as the multi-label threshold) and test metrics; the
     outputs (reused by the fairness and privacy audits) and the test predictions. `validation`: the
-    model's validation outputs when already computed (by the evaluation during training)."""
+    model's validation outputs when already computed (by the evaluation during training). `base`: the
+    pretrained model's scores, put beside the fine-tuned ones (metrics `baselines`, predictions `base_`)."""
     assert plan.training is not None
     metrics: dict[str, dict] = {}
     outputs: dict[str, Outputs] = {}
@@ -218,14 +250,36 @@ def final_evaluation(
         if encoded is None:
             continue
         known = validation if split == "validation" else None
+        if base is not None and base.split == split == "validation":  # scored whole, as the baseline was
+            encoded = plan.task.data.encode(
+                plan.data.frames[split], plan.model.processor, plan.model.max_length, "evaluate"
+            )
+            known = None
         outputs[split] = known if known is not None else plan.task.scoring.run(model, plan.model.processor, encoded)
         if split == "validation":
             plan.task.scoring.calibrate(outputs[split], encoded)
         metrics[split] = {**plan.task.scoring.metrics(outputs[split], encoded), "loss": outputs[split].loss}
-        if split == "test" and outputs[split].answers:
-            presented = plan.task.scoring.present(outputs[split], encoded)
-            predictions = pd.concat([user_columns(plan.data.frames[split]), presented], axis=1)
+        if base is not None and base.split == split:
+            baseline = {name: value for name, value in base.metrics.items() if name != "baselines"}
+            metrics[split]["baselines"] = {"base_model": baseline, **metrics[split].get("baselines", {})}
+        if split == "test" or (base is not None and base.split == split):
+            if outputs[split].answers:
+                presented = plan.task.scoring.present(outputs[split], encoded)
+                if base is not None and base.split == split:
+                    presented = beside_base(presented, plan.task.scoring.present(base.outputs, encoded))
+                predictions = pd.concat([user_columns(plan.data.frames[split]), presented], axis=1)
     return metrics, outputs, predictions
+
+
+def beside_base(presented: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """The fine-tuned model's prediction columns, each followed by the base model's (`base_<column>`);
+    columns both share (a reference) appear once."""
+    columns: dict[str, Any] = {}
+    for column in presented.columns:
+        columns[column] = presented[column]
+        if column in base.columns and not presented[column].equals(base[column]):
+            columns[f"base_{column}"] = base[column]
+    return pd.DataFrame(columns)
 
 
 def starting_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:

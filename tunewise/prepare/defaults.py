@@ -129,15 +129,23 @@ def dp_delta(setting: float | Literal["auto"], rows: int) -> float:
     return auto_delta(rows) if setting == "auto" else float(setting)
 
 
-def mixed_precision(setting: str, private: bool) -> str:
-    """Accelerate's mixed-precision mode. auto: bf16 on GPUs that support it, else fp16 on GPU, none on CPU."""
+def mixed_precision(setting: str, private: bool, fp16_overflows: bool = False) -> str:
+    """Accelerate's mixed-precision mode. auto: bf16 on GPUs that support it, else fp16 on GPU (fp32 for
+    models whose activations overflow float16, the T5 family), none on CPU."""
     if private:
         return "no"  # Opacus's per-example gradients are fp32 (bf16/fp16 refused by the config rules)
     cuda = torch.cuda.is_available()
     if setting == "auto":
         if not cuda:
             return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "no" if fp16_overflows else "fp16"
+    if setting == "fp16" and fp16_overflows:
+        raise ConfigError(
+            "train.precision fp16: this model (T5 family) was pre-trained in bfloat16 and its activations overflow "
+            "float16's range, so training would turn to inf/NaN. Use bf16 (on GPUs that have it) or fp32."
+        )
     if setting == "fp16" and not cuda:
         raise ConfigError("train.precision fp16 needs a GPU; use fp32 (or bf16) on CPU.")
     return {"fp32": "no"}.get(setting, setting)

@@ -35,7 +35,7 @@ from tunewise.training.accounting import plan_privacy
 from tunewise.training.batching import balanced_class_weights
 from tunewise.training.optim import steps_per_epoch
 from tunewise.training.settings import Selection, TrainingSettings
-from tunewise.types import EncodedSplit, TaskFacts
+from tunewise.types import EncodedSplit, Purpose, TaskFacts
 
 
 def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False) -> Plan:
@@ -109,8 +109,9 @@ def _with_training(plan: Plan) -> Plan:
     cache = config.data.token_cache
     processor, max_length = model.processor, model.max_length
     started = time.perf_counter()
+    purposes: dict[str, Purpose] = {"validation": "validate", "test": "evaluate"}
     encoded = {
-        split: plan.task.data.encode(frame, processor, max_length, "evaluate", cache)
+        split: plan.task.data.encode(frame, processor, max_length, purposes[split], cache)
         for split, frame in data.frames.items()
         if split != "train"
     }
@@ -165,7 +166,9 @@ def training_settings(plan: Plan, train: EncodedSplit, device_type: str, process
         scheduler=settings.scheduler,
         max_grad_norm=None if privacy is not None else settings.max_grad_norm,
         layerwise_lr_decay=config.strategy.layerwise_lr_decay,
-        mixed_precision=defaults.mixed_precision(settings.precision, private=privacy is not None),
+        mixed_precision=defaults.mixed_precision(
+            settings.precision, private=privacy is not None, fp16_overflows=plan.model.hints.fp16_overflows
+        ),
         seed=settings.seed,
         eval_every=None if settings.eval_every == "epoch" else int(settings.eval_every),
         checkpoint_every=settings.checkpoint_every,

@@ -16,14 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, RunFacts, read_run, run_date
-from tunewise.reporting.tables import Table, dp_tables, findings_table, fmt, json_tables, metrics_table, per_class_table
+from tunewise.reporting.tables import (
+    Table,
+    dp_tables,
+    findings_table,
+    fmt,
+    generations_table,
+    json_tables,
+    metrics_table,
+    per_class_table,
+)
 from tunewise.runs.layout import CALIBRATION_PLOT, CARD_FILE, LOSS_PLOT
 
 ECE_CAVEAT = 0.05  # above this, scores should not be read as probabilities
 SMALL_EVALUATION = 200  # rows: below this, one standard error of accuracy is several points
 METRIC_MEANINGS = {
     "accuracy": "share of rows whose predicted label is the true one",
-    "exact_match": "share of questions whose predicted answer equals a gold answer after SQuAD normalisation",
+    "exact_match": "share of rows whose output equals the reference after normalisation (question answering: a gold "
+    "answer after SQuAD normalisation, 0-1; generated text: the reference up to whitespace, in percent)",
+    "rouge1": "ROUGE-1 F-measure x 100: unigrams shared with the reference (rouge-score, Porter stemming)",
+    "rouge2": "ROUGE-2 F-measure x 100: bigrams shared with the reference",
+    "rougeL": "ROUGE-L F-measure x 100: the longest common subsequence with the reference",
+    "rougeLsum": "ROUGE-Lsum F-measure x 100: ROUGE-L over sentences, the usual summarisation figure",
+    "bleu": "sacreBLEU corpus BLEU (0-100; its signature is in metrics.json)",
+    "chrf": "sacreBLEU chrF (0-100): character n-gram F-score, kinder to morphology than BLEU",
     "f1": "harmonic mean of precision and recall, micro-averaged (NER: over entities, exact span and type; question "
     "answering: over the words of the predicted and the best-matching gold answer, averaged over questions)",
     "precision": "share of predicted items that are right (NER: entities with the exact span and type)",
@@ -274,6 +290,9 @@ def _quantitative(facts: RunFacts) -> str:
     per_class = per_class_table(facts, split) if split else None
     if per_class is not None:
         parts.append(md_table(per_class))
+    generations = generations_table(facts)
+    if generations is not None:
+        parts.append(md_table(generations))
     figures = [(LOSS_PLOT, "loss and learning rate"), (CALIBRATION_PLOT, "reliability diagram")]
     figures += [(f"plots/confusion_{s}.png", f"confusion matrix ({s})") for s in facts.metrics]
     present = [f"![{caption}]({path})" for path, caption in figures if (facts.run_dir / path).is_file()]
@@ -336,9 +355,14 @@ def _caveats(facts: RunFacts) -> str:
             f"{fmt(per_class[weakest].get('recall'))}, {fmt(per_class[weakest].get('support'))} rows)."
         )
     if facts.can("generation"):
+        scored = any("rougeL" in scores for scores in facts.metrics.values())
         items.append(
-            "Perplexity measures fit to held-out text like the training data only; generated text was not evaluated "
-            "for accuracy, toxicity or bias. Review generations before any use."
+            (
+                "Generated text was scored against references (overlap metrics reward wording, not truth)"
+                if scored
+                else "Perplexity measures fit to held-out text like the training data only"
+            )
+            + "; it was not evaluated for toxicity or bias. Review generations before any use."
         )
     if facts.record.get("stopped_early"):
         items.append(f"Training stopped early; the model is the one from step {fmt(facts.record.get('best_step'))}.")

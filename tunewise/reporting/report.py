@@ -25,6 +25,7 @@ from tunewise.reporting.tables import (
     dp_tables,
     findings_table,
     fmt,
+    generations_table,
     json_tables,
     metrics_table,
     number,
@@ -37,7 +38,8 @@ from tunewise.runs.layout import CALIBRATION_PLOT, CONFIG_FILE, LOSS_PLOT, PREDI
 
 # the metrics worth a glance, in order; the full table below lists every one
 HEADLINE_METRICS = (
-    "accuracy", "exact_match", "f1", "precision", "recall", "token_accuracy", "f1_macro", "f1_micro", "subset_accuracy",
+    "accuracy", "exact_match", "rougeL", "bleu", "chrf",
+    "f1", "precision", "recall", "token_accuracy", "f1_macro", "f1_micro", "subset_accuracy",
     "roc_auc", "ece",
     "mse", "mae", "r2", "spearman", "perplexity", "loss",
 )  # fmt: skip
@@ -171,6 +173,9 @@ def _headline(facts: RunFacts) -> list[str]:
     per_class = per_class_table(facts, split)
     if per_class is not None:
         parts.append(html_table(per_class))
+    generations = generations_table(facts)
+    if generations is not None:
+        parts.append(html_table(generations))
     return parts
 
 

@@ -7,8 +7,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tunewise.reporting.run_facts import RunFacts, run_date
+import pandas as pd
 
+from tunewise.evaluation.metrics import with_baseline_columns
+from tunewise.reporting.run_facts import RunFacts, run_date
+from tunewise.runs.layout import PREDICTIONS_FILE
+
+GENERATION_EXAMPLES = 5
 COUNT_COLUMNS = {"n", "count", "texts", "support", "rows"}  # plotted after the rates and scores
 
 
@@ -53,10 +58,32 @@ def scalar_metrics(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def metrics_table(facts: RunFacts) -> Table:
-    """Every scalar metric, one column per evaluated split."""
-    splits = list(facts.metrics)
-    names = list(dict.fromkeys(k for s in splits for k in scalar_metrics(facts.metrics[s])))
-    return Table("Metrics", ["metric", *splits], [[n, *[facts.metrics[s].get(n) for s in splits]] for n in names])
+    """Every scalar metric, one column per evaluated split, each followed by its baselines (the base
+    model before fine-tuning, lead-3, the source copied) where the task has them."""
+    columns = with_baseline_columns(facts.metrics)
+    names = list(dict.fromkeys(k for scores in columns.values() for k in scalar_metrics(dict(scores))))
+    rows = [[n, *[scores.get(n) for scores in columns.values()]] for n in names]
+    return Table("Metrics", ["metric", *columns], rows)
+
+
+def generations_table(facts: RunFacts, limit: int = GENERATION_EXAMPLES) -> Table | None:
+    """The first test prompts with the base model's and the fine-tuned model's generations side by side
+    (predictions.csv), for a person to read: the metrics say how much, these say what."""
+    path = facts.run_dir / PREDICTIONS_FILE
+    if not facts.can("generation") or not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=limit)
+    if "generated_text" not in frame.columns:
+        return None
+    prompt = next((c for c in facts.text_columns if c in frame.columns), None)
+    columns = [c for c in (prompt, "reference", "base_generated_text", "generated_text") if c and c in frame.columns]
+    header = {prompt: "prompt", "base_generated_text": "base model", "generated_text": "fine-tuned"}
+    rows = [[_clip(value) for value in record] for record in frame[columns].itertuples(index=False)]
+    return Table(f"Generations (first {len(rows)} test rows)", [header.get(c, c) for c in columns], rows)
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def per_class_table(facts: RunFacts, split: str) -> Table | None:

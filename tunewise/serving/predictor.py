@@ -19,7 +19,7 @@ from tunewise.errors import ConfigError
 from tunewise.runs.layout import MODEL_FOLDER
 from tunewise.runs.reader import run_config, run_folder
 from tunewise.tasks import Task, make_task
-from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, TaskFacts
+from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts
 
 
 class FineTunedModel:
@@ -70,7 +70,7 @@ class FineTunedModel:
             return metrics, user_columns(frame)
         return metrics, pd.concat([user_columns(frame), self.task.scoring.present(outputs, encoded)], axis=1)
 
-    def encode(self, frame: pd.DataFrame, purpose: Any) -> EncodedSplit:
+    def encode(self, frame: pd.DataFrame, purpose: Purpose) -> EncodedSplit:
         return self.task.data.encode(frame, self.processor, self.max_length, purpose)
 
     def run(self, encoded: EncodedSplit) -> Outputs:
@@ -111,8 +111,9 @@ def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def user_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """The user's own columns of a read frame, without tunewise's `_row` bookkeeping."""
-    return frame.drop(columns="_row").reset_index(drop=True)
+    """The user's own columns of a read frame, without tunewise's bookkeeping: the columns whose names
+    start with an underscore (`_row`, the conversation a chat row became)."""
+    return frame.drop(columns=[c for c in frame.columns if str(c).startswith("_")]).reset_index(drop=True)
 
 
 def load(path: str | Path, device: str | None = None) -> FineTunedModel:

@@ -1,0 +1,210 @@
+"""What the generative tasks share: the `generation:` config section, batched generation, and scoring.
+
+Causal LMs and seq2seq models are scored the same way: the mean loss (and perplexity) over the
+target tokens of every row, then text generated from each row's prompt and compared with its
+reference (`tunewise.evaluation.generation`), beside the trivial baselines of the task (the source
+copied, its lead-3 sentences) so no run claims a gain a baseline already has. The task's encoding
+puts what scoring needs in `EncodedSplit.meta`, one entry per example:
+
+    prompts     the token ids generation starts from (a conversation up to the assistant's turn,
+                a seq2seq source)
+    references  the text the model should produce (absent for prediction inputs)
+    sources     the input as text, for the copy and lead-3 baselines
+    generate    which examples to generate for: all, except during training, where validation
+                generates for the first `generation.eval_rows` only (generation is the slow part)
+
+Generation runs in batches of prompts sorted by length. A decoder-only model's prompts are padded
+on the left, so every row's last prompt token sits at the same position and generation continues
+each row from its own end; a seq2seq model's encoder inputs are padded on the right as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from torch import nn
+
+from tunewise.config.rules import rule
+from tunewise.config.sections import Section
+from tunewise.evaluation.generation import baseline_predictions, generation_metrics
+from tunewise.inference import predict_logits
+from tunewise.types import EncodedSplit, Outputs, Purpose
+
+GENERATION_METRICS = ("exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf")
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(default=128, ge=1, description="Most tokens generated per prompt.")
+    num_beams: int = Field(default=1, ge=1, description="Beam search width; 1: greedy (or sampling) decoding.")
+    do_sample: bool = Field(
+        default=False,
+        description="Sample the next token instead of taking the most likely one (seeded by train.seed). Off: "
+        "the same prompt always gives the same text, as evaluation needs.",
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (do_sample only).")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling: keep this much probability mass.")
+    repetition_penalty: float = Field(
+        default=1.0, ge=1, description="Penalise tokens already generated (1.0: off; 1.1-1.3 curbs loops)."
+    )
+    eval_rows: int = Field(
+        default=16,
+        ge=0,
+        description="Validation rows generated for at each evaluation during training (loss covers every "
+        "row); 0: loss only. The test split is always generated for in full.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Prompts generated together.")
+
+
+@rule("generation", "generation.temperature")
+def sampling_settings_need_sampling(config: Any) -> str | None:
+    settings = config.generation
+    if not settings.do_sample and (settings.temperature != 1.0 or settings.top_p != 1.0):
+        return "temperature and top_p shape sampling; they have no effect unless generation.do_sample is true"
+    return None
+
+
+GENERATION_RULES = (sampling_settings_need_sampling,)
+
+
+def generation_rows(purpose: Purpose, examples: int, settings: GenerationConfig) -> list[int]:
+    """The examples to generate for: a sample of validation during training, every other split whole."""
+    if purpose == "train":
+        return []
+    if purpose == "validate":
+        return list(range(min(settings.eval_rows, examples)))
+    return list(range(examples))
+
+
+@torch.inference_mode()
+def generate_texts(
+    model: nn.Module,
+    processor: Any,
+    prompts: Sequence[np.ndarray],
+    settings: GenerationConfig,
+    stop_ids: list[int],
+    decoder_only: bool,
+    seed: int = 0,
+) -> list[str]:
+    """The generated continuation of each prompt, in input order, without its special tokens."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    pad = processor.pad_token_id if processor.pad_token_id is not None else 0
+    order = np.argsort([-len(prompt) for prompt in prompts], kind="stable")
+    texts = [""] * len(prompts)
+    if settings.do_sample:
+        torch.manual_seed(seed)
+    context = _context_length(model)
+    for start in range(0, len(order), settings.batch_size):
+        rows = order[start : start + settings.batch_size]
+        batch = [prompts[i] for i in rows]
+        new_tokens_limit = settings.max_new_tokens
+        if context is not None:  # positions past the model's context do not exist (learned position embeddings)
+            if decoder_only:  # prompt and answer share the context: keep at least half of it for the prompt
+                longest = max(len(prompt) for prompt in batch)
+                new_tokens_limit = min(new_tokens_limit, context - min(longest, context // 2))
+                batch = [prompt[-(context - new_tokens_limit) :] for prompt in batch]
+            else:
+                new_tokens_limit = min(new_tokens_limit, context - 1)
+        ids, mask = _padded(batch, pad, left=decoder_only)
+        output = model.generate(  # type: ignore[operator]
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=new_tokens_limit,
+            num_beams=settings.num_beams,
+            do_sample=settings.do_sample,
+            temperature=settings.temperature if settings.do_sample else None,
+            top_p=settings.top_p if settings.do_sample else None,
+            repetition_penalty=settings.repetition_penalty,
+            eos_token_id=stop_ids or None,
+            pad_token_id=pad,
+            use_cache=True,
+        )
+        new_tokens = output[:, ids.shape[1] :] if decoder_only else output
+        for row, tokens in zip(rows, new_tokens, strict=True):
+            texts[row] = processor.decode(tokens, skip_special_tokens=True).strip()
+    model.train(was_training)
+    return texts
+
+
+def _context_length(model: nn.Module) -> int | None:
+    """The most positions the model has (learned position embeddings); None when it has no fixed limit."""
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def _padded(prompts: list[np.ndarray], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(prompt) for prompt in prompts)
+    ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        span = slice(longest - len(prompt), longest) if left else slice(0, len(prompt))
+        ids[row, span] = torch.as_tensor(np.asarray(prompt, dtype=np.int64))
+        mask[row, span] = 1
+    return ids, mask
+
+
+def _headline(scores: dict[str, Any]) -> dict[str, float]:
+    return {name: scores[name] for name in GENERATION_METRICS}
+
+
+class GenerationScoring:
+    """Scoring for generative tasks: loss and perplexity over the targets, generated text against the
+    references, and the trivial baselines on the same rows. `stop_ids` gives the tokens that end a
+    generation (the end-of-turn token of a chat template, the model's EOS)."""
+
+    def __init__(
+        self, settings: GenerationConfig, decoder_only: bool, stop_ids: Callable[[Any], list[int]], seed: int = 0
+    ):
+        self.settings = settings
+        self.decoder_only = decoder_only
+        self.stop_ids = stop_ids
+        self.seed = seed
+
+    def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
+        loss = predict_logits(model, split, keep_logits=False)[1] if split.labels is not None else None
+        rows = split.meta.get("generate", [])
+        if not rows:
+            return Outputs(loss=loss)
+        prompts = [split.meta["prompts"][row] for row in rows]
+        stops = self.stop_ids(processor)
+        texts = generate_texts(model, processor, prompts, self.settings, stops, self.decoder_only, self.seed)
+        return Outputs(loss=loss, texts=texts)
+
+    def calibrate(self, outputs: Outputs, split: EncodedSplit) -> None:
+        """Nothing is fitted after training."""
+
+    def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
+        """perplexity, and with generated text and references: the generation metrics, the rows they
+        cover, and the same metrics for each trivial baseline under `baselines`."""
+        loss = outputs.loss
+        metrics: dict[str, Any] = {"perplexity": math.exp(min(loss, 50.0)) if loss is not None else None}
+        references = split.meta.get("references")
+        if outputs.texts is None or not references:
+            return metrics
+        rows = split.meta["generate"]
+        wanted = [references[row] for row in rows]
+        scores = generation_metrics(outputs.texts, wanted)
+        metrics.update(_headline(scores))
+        metrics["generated_rows"] = scores["rows"]
+        metrics["sacrebleu"] = scores["sacrebleu"]
+        sources = [split.meta["sources"][row] for row in rows]
+        metrics["baselines"] = {
+            name: _headline(generation_metrics(texts, wanted)) for name, texts in baseline_predictions(sources).items()
+        }
+        return metrics
+
+    def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
+        """One row per generated example: the reference (when known) and the generated text."""
+        rows = split.meta.get("generate", [])
+        columns: dict[str, list[Any]] = {}
+        if split.meta.get("references"):
+            columns["reference"] = [split.meta["references"][row] for row in rows]
+        columns["generated_text"] = list(outputs.texts or [])
+        return pd.DataFrame(columns)
