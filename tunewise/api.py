@@ -20,7 +20,7 @@ from tunewise.audit.redact import RedactMode, write_redacted_copies
 from tunewise.config.sections import RunConfig
 from tunewise.jobs import privacy as privacy_job
 from tunewise.jobs import train as train_job
-from tunewise.jobs.check import run_check, write_check
+from tunewise.jobs.check import TokenView, run_check, token_views, write_check
 from tunewise.prepare import prepare_check
 from tunewise.reporting.rebuild import rebuild
 from tunewise.runs.layout import AUDIT_FOLDER
@@ -48,6 +48,7 @@ class CheckResult:
     audit: Audit
     audit_file: Path
     redacted: list[Path] = field(default_factory=list)
+    tokens: list[TokenView] = field(default_factory=list)  # --show-tokens: the first training rows as tokens
 
 
 def check(
@@ -57,9 +58,11 @@ def check(
     redact: Path | None = None,
     redact_mode: RedactMode = "replace",
     salt_file: Path | None = None,
+    show_tokens: int = 0,
 ) -> CheckResult:
     """The data check of `tunewise check`: audit.json, plots and the datasheet in `output` (default
-    OUTPUT_DIR/audit), and with `redact` copies of the data files with personal data redacted."""
+    OUTPUT_DIR/audit), with `redact` copies of the data files with personal data redacted, and with
+    `show_tokens` the first training rows as the model sees them (tokens and loss mask)."""
     transformers_logging.set_verbosity_error()
     plan = prepare_check(load_config(config, overrides))
     audit = run_check(plan)
@@ -69,7 +72,7 @@ def check(
         salt = salt_file or (Path(config).with_name(".tunewise-salt") if isinstance(config, (str, Path)) else None)
         salt = salt or Path(".tunewise-salt")  # per project: the same value, the same pseudonym
         redacted = write_redacted_copies(plan.config, plan.facts.text_columns, redact, redact_mode, salt)
-    return CheckResult(audit, audit_file, redacted)
+    return CheckResult(audit, audit_file, redacted, token_views(plan, show_tokens) if show_tokens else [])
 
 
 def audit_privacy(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:

@@ -90,11 +90,18 @@ def predict(
     input: Annotated[
         str | None, typer.Option("--input", help="A data file with the input column(s), or a folder of images.")
     ] = None,
-    output: Annotated[Path | None, typer.Option(help="Where to write predictions (CSV); default: print them.")] = None,
-    text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeatable).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write predictions: .jsonl or .json for JSON lines, else CSV; default: print them."),
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(help="Text to predict for (repeatable): classify, tag, answer; a chat model's user turn."),
+    ] = None,
     image: Annotated[list[str] | None, typer.Option(help="Image file to classify (repeatable; image models).")] = None,
 ) -> None:
-    """Predict labels for a file or folder (--input), or for texts (--text) or image files (--image)."""
+    """Predict for a file or folder (--input), or for texts (--text) or image files (--image): labels, tags,
+    answers, or generated text."""
     from tunewise.serving.predictor import csv_ready, load
 
     if sum(bool(given) for given in (input, text, image)) != 1:
@@ -109,7 +116,7 @@ def predict(
                 f"This model reads {'text' if reads_text else 'images'}: use {'--text' if reads_text else '--image'} "
                 "or --input."
             )
-        if reads_text and len(facts.text_columns) > 1:
+        if reads_text and len(facts.text_columns) > 1 and not facts.capabilities.generation:  # a prompt is one text
             raise TunewiseError(
                 f"This model reads {len(facts.text_columns)} texts per input ({', '.join(facts.text_columns)}); put "
                 "them in a file with those columns and use --input."
@@ -119,12 +126,14 @@ def predict(
     else:
         assert input is not None
         frame = model.predict_file(input)
-    frame = csv_ready(frame)
     if output is None:
-        frame.to_csv(sys.stdout, index=False)
+        csv_ready(frame).to_csv(sys.stdout, index=False)
         return
     _refuse_existing(output)
-    frame.to_csv(output, index=False)
+    if output.suffix.lower() in (".jsonl", ".json"):
+        frame.to_json(output, orient="records", lines=True, force_ascii=False)
+    else:
+        csv_ready(frame).to_csv(output, index=False)
     console.print(f"[green]wrote[/] {len(frame)} predictions to {output}")
 
 
@@ -143,6 +152,12 @@ def check(
     redact_mode: Annotated[
         str, typer.Option(help="replace (<EMAIL_ADDRESS>), mask (****) or hash (a salted pseudonym per value).")
     ] = "replace",
+    show_tokens: Annotated[
+        int,
+        typer.Option(
+            "--show-tokens", min=0, help="Print the first N training rows token by token, with their loss mask."
+        ),
+    ] = 0,
 ) -> None:
     """Audit the data before training: validity, balance, duplicates, leakage, lengths, label noise, personal data."""
     from tunewise.api import check as run_check
@@ -153,7 +168,10 @@ def check(
     result = run_check(
         config, set_ or [], output=output, redact=redact, redact_mode=redact_mode,  # type: ignore[arg-type]
         salt_file=config.with_name(".tunewise-salt"),  # per project: the same value, the same pseudonym
+        show_tokens=show_tokens,
     )  # fmt: skip
+    if result.tokens:
+        print_token_views(result.tokens, Console())
     for written in result.redacted:
         console.print(f"[green]redacted copy:[/] {written}")
     print_audit(result.audit, Console())
@@ -204,6 +222,33 @@ def init(
     if task not in CONFIG_CLASSES:
         raise TunewiseError(f"--task {task!r} is not a task; choose one of: {', '.join(CONFIG_CLASSES)}.")
     sys.stdout.write(commented_template(CONFIG_CLASSES[task]))
+
+
+def print_token_views(views: list, out: Console) -> None:
+    """Each row's tokens separated by |, the targets (in the loss) in bold green, or between [[ and ]]
+    where the output has no colour; whitespace shown (a newline as \\n) so a template's layout can be
+    checked by eye."""
+    from rich.text import Text
+
+    plain = out.color_system is None
+    out.print("between [[ and ]]: in the loss" if plain else "[bold green]green[/]: in the loss; [dim]grey[/]: context")
+    for view in views:
+        line = Text(f"row {view.row}: ", style="bold")
+        if view.problem:
+            line.append(view.problem, style="red")
+        previous = False
+        for position, piece in enumerate(view.pieces):
+            target = bool(view.targets and view.targets[position])
+            if plain and target != previous:
+                line.append("[[" if target else "]]")
+            previous = target
+            line.append(piece.replace("\n", "\\n").replace("\t", "\\t"), style="bold green" if target else "dim")
+            line.append("|", style="dim")
+        if plain and previous:
+            line.append("]]")
+        if view.label:
+            line.append(f"  -> label {view.label}", style="bold green")
+        out.print(line, soft_wrap=True)  # one line per row: the terminal wraps it, the text stays whole
 
 
 def _refuse_existing(path: Path) -> None:

@@ -15,7 +15,7 @@ import tunewise
 from tunewise.errors import ConfigError
 from tunewise.inference import collate
 from tunewise.tasks import load_config, make_task
-from tunewise.tasks.causal_lm import pack
+from tunewise.tasks.packing import pack, pack_whole
 from tunewise.types import LABEL_PAD, CheckpointHints
 
 
@@ -75,6 +75,27 @@ def test_packed_rows_give_each_example_exactly_its_own_logits(architecture_fixtu
             offset += len(example)
 
 
+@pytest.mark.parametrize("architecture_fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def test_whole_examples_share_rows_and_batch_padding_changes_no_logit(architecture_fixture, request) -> None:
+    """Conversations are packed whole into rows of their own length; in a batch the shorter rows are padded,
+    and neither the padding nor a row's other examples change any example's logits."""
+    model_dir = request.getfixturevalue(architecture_fixture)
+    model = build_model(model_dir, lm_config(Path("unused"), model_dir, {"train": "unused.jsonl"})).eval()
+    generator = torch.Generator().manual_seed(1)
+    examples = [torch.randint(5, 60, (n,), generator=generator).numpy() for n in (9, 5, 12, 3, 14)]
+    split = pack_whole(examples, [e.copy() for e in examples], max_length=16, pad_token_id=0)
+    assert [len(row) for row in split.sequences["input_ids"]] == [14, 15, 14]  # 9+5, 12+3, 14: no tail padding
+    assert not split.fixed_shape
+    with torch.no_grad():
+        batch = collate(split, np.arange(len(split)))
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        placed = [(0, 0), (0, 9), (1, 0), (1, 12), (2, 0)]  # (row, offset) of each example
+        for example, (row, offset) in zip(examples, placed, strict=True):
+            alone = model(input_ids=torch.as_tensor(example).unsqueeze(0)).logits[0]
+            torch.testing.assert_close(logits[row, offset : offset + len(example)], alone, atol=1e-5, rtol=1e-4)
+    assert all(labels[0] == LABEL_PAD for labels in split.labels)  # no example's first token is a target
+
+
 # ------------------------------------------------------------------------------------------ training
 
 
@@ -101,7 +122,7 @@ def test_causal_lm_trains_packed_and_generates(tmp_path: Path, tiny_gpt2_dir: Pa
 def test_instruction_tuning_scores_the_response_only(tmp_path: Path, tiny_gpt2_dir: Path) -> None:
     rows = [{"prompt": f"{s} was", "response": w} for s, w in zip(SUBJECTS * 20, STORY_WORDS * 16, strict=False)]
     data = {"train": write_jsonl(tmp_path / "train.jsonl", rows)}
-    config = lm_config(tmp_path, tiny_gpt2_dir, data, data={"prompt_column": "prompt", "text_column": "response"})
+    config = lm_config(tmp_path, tiny_gpt2_dir, data, data={"prompt_column": "prompt", "completion_column": "response"})
     task = make_task(load_config(config))
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
     frame = task.data.read(data["train"], "train")

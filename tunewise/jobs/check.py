@@ -7,7 +7,9 @@ on the same frames it then trains on, so the data is parsed once per command.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -16,10 +18,12 @@ from tunewise.audit.check import audit_data
 from tunewise.audit.datasheet import write_datasheet
 from tunewise.audit.findings import Audit
 from tunewise.audit.summary import print_audit
-from tunewise.errors import DataError
+from tunewise.data.readers import ROW_COLUMN
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.prepare import Plan
 from tunewise.reporting.plots import plot_class_balance, plot_length_histogram
 from tunewise.runs.layout import AUDIT_FOLDER
+from tunewise.types import LABEL_PAD, EncodedSplit
 
 AUDIT_JSON = "audit.json"
 DATASHEET = "datasheet.md"
@@ -55,6 +59,61 @@ def check_before_training(plan: Plan, console: Console) -> Audit:
         f"{plan.run_dir / AUDIT_FOLDER} (see `tunewise check` for the table)"
     )
     return audit
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One training row as the model sees it: its tokens and which of them the loss covers."""
+
+    row: int  # the row number the user sees
+    pieces: list[str]  # each token decoded on its own
+    targets: list[bool] | None  # per token: in the loss; None when the row's label is not one per token
+    label: str = ""  # the row's label, when it is not one per token
+    problem: str = ""  # why the row cannot be encoded, instead of its tokens
+
+
+def token_views(plan: Plan, count: int) -> list[TokenView]:
+    """The first `count` training rows encoded one by one, as `tunewise check --show-tokens` prints
+    them: what a person checks by eye when a template or a loss mask looks wrong."""
+    if not plan.facts.capabilities.reads_text:
+        raise ConfigError("--show-tokens shows text tokens; this task reads images.")
+    frame = plan.data.files.get("train")
+    if frame is None:
+        return []
+    processor, max_length = plan.model.processor, plan.model.max_length
+    views = []
+    for position in range(min(count, len(frame))):
+        row = frame.iloc[[position]].reset_index(drop=True)
+        row.attrs = frame.attrs
+        number = int(frame[ROW_COLUMN].iloc[position])
+        try:
+            encoded = plan.task.data.encode(row, processor, max_length, "train")
+        except TunewiseError as error:
+            views.append(TokenView(number, [], None, problem=str(error)))
+            continue
+        views.append(_view(number, encoded, processor, plan.facts.label_names))
+    return views
+
+
+def _view(row: int, encoded: EncodedSplit, processor: Any, label_names: tuple[str, ...]) -> TokenView:
+    ids = [int(token) for token in encoded.sequences["input_ids"][0]]
+    labels = encoded.labels[0] if encoded.labels is not None and len(encoded.labels) else None
+    per_token = labels is not None and np.ndim(labels) == 1 and len(labels) == len(ids) and len(encoded.label_keys) == 1
+    targets = [int(label) != LABEL_PAD for label in labels] if per_token and labels is not None else None
+    while ids and ids[-1] == encoded.pad_token_id and (targets is None or not targets[-1]):  # a packed row's tail
+        ids.pop()
+        if targets is not None:
+            targets.pop()
+    pieces = [processor.decode([token]) for token in ids]
+    label = ""
+    if not per_token and labels is not None:
+        values = np.atleast_1d(labels).tolist()
+        names = [
+            label_names[int(v)] if label_names and float(v).is_integer() and 0 <= int(v) < len(label_names) else v
+            for v in values
+        ]
+        label = ", ".join(str(name) for name in names)
+    return TokenView(row, pieces, targets, label)
 
 
 def write_check(audit: Audit, plan: Plan, folder: Path) -> Path:

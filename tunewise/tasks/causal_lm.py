@@ -1,17 +1,21 @@
-"""Causal language modelling: continued pre-training on raw text, and instruction tuning.
+"""Causal language models: chat and instruction tuning, and continued pre-training on plain text.
 
-Each row is one example: `text_column` alone, or a prompt (`prompt_column`) followed by its
-response (`text_column`), where the loss covers the response only. With `data.packing` (the
-default) examples are concatenated into rows of exactly max_length tokens, so no compute goes to
-padding and every batch has one shape. Packing must not let an example see the one before it:
-position ids restart at 0 at every example, and transformers turns such position ids into a
-block-diagonal causal mask (or variable-length attention with FlashAttention). The first token of
-each example is never a target, so nothing is predicted across a boundary either.
+Conversations (messages, ShareGPT, Alpaca, prompt/completion; `tunewise.tasks.chat`) are rendered
+by the model's chat template and trained on the assistant's turns and their end-of-turn token
+(`tunewise.tasks.chat_template`); plain text is trained on whole. With `data.packing` (the default)
+examples share rows of exactly max_length tokens (`tunewise.tasks.packing`). Evaluation reports
+the loss and perplexity over the targets and, for conversations, text generated from each prompt
+against its reference (`tunewise.tasks.generation`).
+
+The tokenizer is set up once (`CausalLMModel.processor`): the chat template the config names, a
+pad token that is neither EOS nor end-of-turn, and special tokens a named template needs; the
+model's embeddings grow to match and the saved model carries the same tokenizer, template and
+stopping tokens, so `predict` and plain transformers render and stop exactly as training did.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
@@ -19,16 +23,33 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
-from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import DataConfig, RunConfig
-from tunewise.data.readers import read_table
+from tunewise.data.readers import ROW_COLUMN, cite_rows, read_table
 from tunewise.data.token_cache import tokenize
-from tunewise.errors import DataError, TunewiseError
-from tunewise.inference import predict_logits
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks import chat
+from tunewise.tasks.chat_template import (
+    NAMED_TEMPLATES,
+    ChatFormat,
+    ExampleProblem,
+    Rendered,
+    TrainOn,
+    prompt_ids,
+    render_conversation,
+    set_up_tokenizer,
+)
+from tunewise.tasks.generation import (
+    GENERATION_METRICS,
+    GENERATION_RULES,
+    GenerationConfig,
+    GenerationScoring,
+    generation_rows,
+)
+from tunewise.tasks.packing import pack, pack_whole
 from tunewise.types import (
     LABEL_PAD,
     Capabilities,
@@ -36,48 +57,91 @@ from tunewise.types import (
     EncodedSplit,
     Finding,
     ModelSource,
-    Outputs,
     Purpose,
     TaskFacts,
 )
 
 NAME: Final = "causal-lm"
-GENERATE_MAX_NEW_TOKENS = 64
+Truncation = Literal["error", "drop", "cut_prompt"]
+# an ExampleProblem kind -> (what is wrong, the fix); the data check's name for each
+PROBLEMS = {
+    "template_mismatch": (
+        "the chat template renders the prompt differently alone than inside the conversation",
+        "Use a template that renders the start of a conversation the same alone (data.chat_template).",
+    ),
+    "template_error": ("the chat template refuses them", "Fix those conversations, or set another data.chat_template."),
+    "doubled_bos": (
+        "the rendering starts with two BOS tokens",
+        "Remove the BOS text from the data, or use a template that renders BOS once.",
+    ),
+    "no_targets": ("no token is a target (every target is masked)", "Give every conversation an assistant answer."),
+    "missing_end_of_turn": (
+        "an answer does not end with the end-of-turn token, so the model would not learn to stop",
+        "Use a template whose assistant turns end with an end-of-turn token.",
+    ),
+}
+_CHECK_NAMES = {"too_long": "response_truncated"}
 
 
 # ------------------------------------------------------------------------------------------ config
 
 
 class CausalLMData(DataConfig):
-    prompt_column: str | None = Field(
-        default=None,
-        description="A column of prompts placed before text_column; the loss covers the text (the response) only, "
-        "as instruction tuning needs.",
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+        default="auto",
+        description="How rows hold examples: messages (OpenAI chat form, column 'messages'), sharegpt "
+        "('conversations' of from/value turns), alpaca (instruction, optional input, output), prompt_completion "
+        "(prompt_column and completion_column), or text (text_column: continued pre-training). auto: detected from "
+        "the columns of the training file, in that order.",
+    )
+    prompt_column: str = Field(default="prompt", description="prompt_completion: the column of prompts.")
+    completion_column: str = Field(
+        default="completion", description="prompt_completion: the column of the answers the model learns to give."
+    )
+    chat_template: str = Field(
+        default="auto",
+        description="How conversations become text: auto (the tokenizer's own chat template), a named template ("
+        + ", ".join(NAMED_TEMPLATES)
+        + ") for models without one, a Jinja template, or none (prompt/completion rows are then joined as plain "
+        "text). Saved with the model, so predict renders exactly as training did.",
+    )
+    train_on: TrainOn = Field(
+        default="all_assistant",
+        description="Which tokens the loss covers: all_assistant (every assistant turn and its end-of-turn token), "
+        "last_assistant (the last one only), or everything (prompts too).",
+    )
+    truncation: Truncation = Field(
+        default="error",
+        description="A conversation longer than max_length: error (the data check names the rows), drop (leave it "
+        "out of training), or cut_prompt (cut its oldest tokens, keeping the last answer whole).",
     )
     packing: bool = Field(
         default=True,
         description="Pack several examples into each max_length row (no padding); position ids restart at every "
-        "example, so attention never crosses from one example into the next.",
+        "example, so attention never crosses from one example into the next. Conversations are packed whole.",
     )
 
 
-@rule(NAME, "data.prompt_column")
-def prompt_is_another_column(config: CausalLMConfig) -> str | None:
-    if config.data.prompt_column is not None and config.data.prompt_column == config.data.text_column:
-        return "must name a different column than data.text_column"
+@rule(NAME, "data.completion_column")
+def prompt_and_completion_differ(config: CausalLMConfig) -> str | None:
+    if config.data.prompt_column == config.data.completion_column:
+        return "must name a different column than data.prompt_column"
     return None
 
 
 class CausalLMConfig(RunConfig):
-    """Continue pre-training a causal language model, or tune it on prompt/response pairs."""
+    """Tune a causal language model on conversations or instructions, or continue its pre-training on text."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, prompt_is_another_column)
+    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, *GENERATION_RULES, prompt_and_completion_differ)
 
     task: Literal["causal-lm"] = Field(
         default=NAME,
-        description="causal-lm: continued pre-training on text, or instruction tuning on prompt/response pairs.",
+        description="causal-lm: chat and instruction tuning (loss on the answers), or continued pre-training on text.",
     )
-    data: CausalLMData = Field(description="Where the data is and which columns to use.")
+    data: CausalLMData = Field(description="Where the data is, its format and how it becomes tokens.")
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="How text is generated at evaluation and by predict."
+    )
 
 
 # ------------------------------------------------------------------------------------------ the task
@@ -85,111 +149,384 @@ class CausalLMConfig(RunConfig):
 
 class CausalLMTask:
     def __init__(self, config: CausalLMConfig):
-        self.data = CausalLMReader(config.data)
-        self.model = CausalLMModel()
-        self.scoring = CausalLMScoring()
+        self.model = CausalLMModel(config)
+        self.data = CausalLMReader(config, self.model)
+        self.scoring = GenerationScoring(config.generation, True, self.model.stop_ids, config.train.seed)
 
     def facts(self) -> TaskFacts:
-        config = self.data.config
-        targets = f"the next token of `{config.text_column}`"
-        if config.prompt_column:
-            targets += f", after a prompt from `{config.prompt_column}` (loss on the response only)"
-        if config.packing:
+        reader = self.data
+        conversational = reader.format != "text"
+        if conversational:
+            targets = f"the assistant's answers ({reader.config.train_on.replace('_', ' ')}) in {reader.format} rows"
+        else:
+            targets = f"the next token of `{reader.config.text_column}`"
+        if reader.config.packing:
             targets += "; examples packed into rows of max_length tokens"
         return TaskFacts(
             name=NAME,
             problem_type="causal_lm",
-            text_columns=tuple(self.data.text_columns),
+            text_columns=tuple(reader.text_columns),
             label_names=(),
             targets=targets,
-            metrics=("perplexity", "loss"),
+            metrics=("loss", "perplexity", *(GENERATION_METRICS if conversational else ())),
             default_metric="loss",
-            # without packing, longer examples are cut; packed ones are split across rows
-            capabilities=Capabilities(generation=True, truncates=True),
+            capabilities=Capabilities(generation=True, zero_shot=True, truncates=True),
         )
 
 
+@dataclass
+class RenderReport:
+    """Every row of a frame rendered: the examples (None where left out), and the row positions with
+    each problem (a kind of `ExampleProblem`, or too_long), left out by truncation: drop, or cut."""
+
+    examples: list[Rendered | None]
+    problems: dict[str, list[int]] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)
+    cut: list[int] = field(default_factory=list)
+
+
 class CausalLMReader:
-    def __init__(self, config: CausalLMData):
-        self.config = config
+    """Rows in one of the formats of `tunewise.tasks.chat`, as token ids with their loss mask."""
+
+    def __init__(self, config: CausalLMConfig, model: CausalLMModel):
+        self.config = config.data
+        self.generation = config.generation
+        self.model = model
+        self.derived: tuple[str, str] | None = None  # the prompt and response columns added for the data check
+
+    @property
+    def format(self) -> chat.Format:
+        return self.model.data_format or "text"
 
     @property
     def text_columns(self) -> list[str]:
-        return ([self.config.prompt_column] if self.config.prompt_column else []) + [self.config.text_column]
+        if self.format == "text":
+            return [self.config.text_column]
+        if self.format == "prompt_completion":
+            return [self.config.prompt_column, self.config.completion_column]
+        return list(self.derived or ("prompt", "response"))
+
+    # --- reading ---
 
     def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
-        columns = self.text_columns if labelled else self.text_columns[:1]
-        return read_table(source, split, columns, None)
+        """Rows of `source`; for conversations, each row's messages beside the user's columns. Prediction
+        inputs are prompts (any conversational format) for a chat model, texts to continue otherwise."""
+        where = f"{split} data {source!r}"
+        if not labelled and self.format == "text":
+            return read_table(source, split, [self.config.text_column], None)
+        frame = read_table(source, split, [], None)
+        found = self._format_of(frame.columns, where, labelled)
+        if labelled and self.model.data_format is None:
+            self.model.data_format = found  # the training file decides; the other splits must agree
+        elif labelled and found != self.format:
+            raise DataError(
+                f"{where} holds {found} rows, but the training data holds {self.format} rows; give every split the "
+                "same format (data.format)."
+            )
+        if found == "text":
+            if labelled:
+                return read_table(source, split, [self.config.text_column], None)
+            frame = read_table(source, split, [self.config.text_column], None)
+            return _with_messages(
+                frame, [[{"role": "user", "content": text}] for text in frame[self.config.text_column]]
+            )
+        conversations = chat.conversations(
+            frame, found, self.config.prompt_column, self.config.completion_column, labelled, where
+        )
+        if not labelled:
+            return _with_messages(frame, [chat.generation_prompt(messages)[0] for messages in conversations])
+        return self._with_conversations(frame, conversations)
+
+    def _format_of(self, columns: Any, where: str, labelled: bool) -> chat.Format:
+        if self.config.format != "auto" and labelled:
+            return self.config.format
+        try:
+            return chat.detect_format(
+                list(columns),
+                self.config.prompt_column,
+                self.config.completion_column,
+                self.config.text_column,
+                labelled,
+            )
+        except DataError as error:
+            raise DataError(f"{where}: {error}") from None
+
+    def _with_conversations(self, frame: pd.DataFrame, conversations: list[list[chat.Message]]) -> pd.DataFrame:
+        """The frame with each row's conversation, and prompt and response texts the shared checks read."""
+        frame = _with_messages(frame, conversations)
+        if self.format in ("messages", "sharegpt", "alpaca"):
+            self.derived = self.derived or (_free(frame, "prompt"), _free(frame, "response"))
+            texts = [chat.prompt_and_response(messages) for messages in conversations]
+            frame[self.derived[0]] = [prompt for prompt, _ in texts]
+            frame[self.derived[1]] = [response for _, response in texts]
+        return frame
 
     def learn(self, train: pd.DataFrame) -> None:
         """A language model's targets are its own text: there is no label space to learn."""
 
     def check(self, frame: pd.DataFrame, split: str, source: str) -> None:
-        """Any text is a valid target."""
-
-    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
-        """Text quality, lengths, duplicates and personal data are the shared checks: nothing more."""
-        return []
+        """Every rendered example is checked in `findings` and `encode`."""
 
     def resolve(self, config: CausalLMConfig) -> CausalLMConfig:
-        """Reading the data settles no setting of this task."""
-        return config
+        """The detected format and the template conversations were rendered with (the tokenizer's own
+        Jinja for auto; none when there was none), so the saved config replays exactly."""
+        template = config.data.chat_template
+        if template not in NAMED_TEMPLATES:
+            template = self.model.template or "none"
+        data = config.data.model_copy(update={"format": self.format, "chat_template": template})
+        return config.model_copy(update={"data": data})
 
-    def from_inputs(self, inputs: list[str] | str) -> pd.DataFrame:
-        """Prompts to continue, in the first text column."""
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not all(isinstance(t, str) for t in texts):
-            raise TunewiseError("predict() takes a prompt string or a list of them.")
-        return pd.DataFrame({self.text_columns[0]: texts})
+    def from_inputs(self, inputs: Any) -> pd.DataFrame:
+        """A prompt string, a list of them, a conversation (a list of messages) or a list of conversations."""
+        items = [inputs] if isinstance(inputs, str) or _is_conversation(inputs) else list(inputs)
+        if not items or not all(isinstance(item, str) or _is_conversation(item) for item in items):
+            raise TunewiseError("predict() takes prompt strings or conversations (lists of {role, content} messages).")
+        if self.format == "text":
+            if not all(isinstance(item, str) for item in items):
+                raise TunewiseError("this model continues plain text: give predict() strings, not conversations.")
+            return pd.DataFrame({self.config.text_column: items})
+        conversations = [[{"role": "user", "content": item}] if isinstance(item, str) else item for item in items]
+        checked = chat.conversations(pd.DataFrame({"messages": conversations}), "messages", "", "", False, "predict()")
+        return pd.DataFrame({chat.MESSAGES: [chat.generation_prompt(messages)[0] for messages in checked]})
+
+    # --- encoding ---
 
     def encode(
         self, frame: pd.DataFrame, processor: Any, max_length: int, purpose: Purpose, use_cache: bool = False
     ) -> EncodedSplit:
-        """Training and evaluation rows: examples (packed, or cut at max_length) whose targets are their own
-        tokens (the response only, after a prompt). Prediction rows: the prompts to continue."""
-        pad = processor.pad_token_id or 0
+        """Training and evaluation rows: examples whose targets are the answers (or the whole text), packed
+        or one per row, with the prompts, references and sources scoring needs. Prediction rows: prompts."""
+        pad = processor.pad_token_id if processor.pad_token_id is not None else 0
         if purpose == "predict":
-            prompts = tokenize(processor, self._texts(frame, self.text_columns[0]), max_length=max_length)
-            return EncodedSplit(sequences=prompts, labels=None, pad_token_id=pad)
-        responses = tokenize(processor, self._texts(frame, self.config.text_column), use_cache=use_cache)
-        eos = _eos(processor)
-        examples, targets = [], []
-        if self.config.prompt_column:
-            prompts = tokenize(processor, self._texts(frame, self.config.prompt_column), use_cache=use_cache)
-            for prompt, response in zip(prompts["input_ids"], responses["input_ids"], strict=True):
-                examples.append(np.concatenate([prompt, response, eos]))
-                targets.append(np.concatenate([np.full(len(prompt), LABEL_PAD), response, eos]))
-        else:
-            for ids in responses["input_ids"]:
-                examples.append(np.concatenate([ids, eos]))
-                targets.append(examples[-1])
+            prompts = self._prompts(frame, processor)
+            meta: dict[str, list] = {"prompts": prompts, "generate": list(range(len(prompts)))}
+            return EncodedSplit({"input_ids": prompts}, None, meta=meta, pad_token_id=pad)
+        if self.format == "text":
+            return self._encode_text(frame, processor, max_length, use_cache)
+        report = self.render(frame, processor, max_length)
+        if report.problems:
+            raise DataError(_problem_message(frame, report.problems))
+        kept = [example for example in report.examples if example is not None]
+        examples = [np.asarray(example.ids, dtype=np.int32) for example in kept]
+        targets = [
+            np.where(example.targets, ids, LABEL_PAD).astype(np.int64)
+            for example, ids in zip(kept, examples, strict=True)
+        ]
+        split = self._rows(examples, targets, max_length, pad, whole=True)
+        conversations = frame[chat.MESSAGES].tolist()
+        split.meta = {
+            "prompts": self._prompts(frame, processor),
+            "references": [chat.generation_prompt(messages)[1] or "" for messages in conversations],
+            "sources": [chat.last_user_turn(messages) for messages in conversations],
+            "generate": generation_rows(purpose, len(frame), self.generation),
+        }
+        return split
+
+    def _encode_text(self, frame: pd.DataFrame, processor: Any, max_length: int, use_cache: bool) -> EncodedSplit:
+        texts = _texts(frame, self.config.text_column)
+        ids = tokenize(processor, texts, use_cache=use_cache)["input_ids"]
+        eos = np.array([processor.eos_token_id] if processor.eos_token_id is not None else [], dtype=np.int32)
+        examples = [np.concatenate([row, eos]) for row in ids]
+        pad = processor.pad_token_id if processor.pad_token_id is not None else 0
+        return self._rows(examples, [example.copy() for example in examples], max_length, pad, whole=False)
+
+    def _rows(
+        self, examples: list[np.ndarray], targets: list[np.ndarray], max_length: int, pad: int, whole: bool
+    ) -> EncodedSplit:
         if self.config.packing:
-            return pack(examples, targets, max_length, pad)
+            return pack_whole(examples, targets, max_length, pad) if whole else pack(examples, targets, max_length, pad)
         examples = [ids[:max_length] for ids in examples]
         targets = [ids[:max_length] for ids in targets]
         return EncodedSplit(sequences={"input_ids": examples}, labels=targets, pad_token_id=pad)
 
-    @staticmethod
-    def _texts(frame: pd.DataFrame, column: str) -> list[str]:
-        texts = frame[column].astype(str).tolist()
-        if not any(text.strip() for text in texts):
-            raise DataError(f"column {column!r} holds no text in any row; a language model needs text to learn from.")
-        return texts
+    def render(self, frame: pd.DataFrame, processor: Any, max_length: int) -> RenderReport:
+        """Every conversation of the frame as tokens with its loss mask, fitted to max_length as
+        data.truncation says."""
+        report = RenderReport([])
+        for position, messages in enumerate(frame[chat.MESSAGES].tolist()):
+            try:
+                example = self._render(processor, messages)
+            except ExampleProblem as problem:
+                report.problems.setdefault(problem.kind, []).append(position)
+                report.examples.append(None)
+                continue
+            fitted = self._fit(example, max_length)
+            if fitted is None and self.config.truncation == "drop":
+                report.dropped.append(position)
+            elif fitted is None:
+                report.problems.setdefault("too_long", []).append(position)
+            elif fitted is not example:
+                report.cut.append(position)
+            report.examples.append(fitted)
+        return report
+
+    def _render(self, processor: Any, messages: list[chat.Message]) -> Rendered:
+        if self.model.chat is not None:
+            return render_conversation(processor, self.model.chat, messages, self.config.train_on)
+        # prompt/completion rows without a template: the prompt as written, then the answer and EOS
+        prompt = list(processor(messages[0]["content"])["input_ids"])
+        answer = list(processor(messages[-1]["content"], add_special_tokens=False)["input_ids"])
+        answer.append(processor.eos_token_id)
+        everything = self.config.train_on == "everything"
+        return Rendered(prompt + answer, [everything] * len(prompt) + [True] * len(answer), len(prompt))
+
+    def _fit(self, example: Rendered, max_length: int) -> Rendered | None:
+        """The example within max_length as the truncation policy says; None when it cannot fit."""
+        excess = len(example.ids) - max_length
+        if excess <= 0:
+            return example
+        if self.config.truncation == "cut_prompt" and excess <= example.last_answer_start:
+            return Rendered(example.ids[excess:], example.targets[excess:], example.last_answer_start - excess)
+        return None
+
+    def _prompts(self, frame: pd.DataFrame, processor: Any) -> list[np.ndarray]:
+        """What generation starts from, per row: the turns before the last answer and the assistant's
+        header; the prompt as written for models without a template; the text itself for plain text."""
+        if chat.MESSAGES not in frame.columns:
+            texts = frame[self.config.text_column].astype(str).tolist()
+        elif self.model.chat is None:
+            texts = [chat.last_user_turn(messages) for messages in frame[chat.MESSAGES]]
+        else:
+            return [np.asarray(prompt_ids(processor, messages), dtype=np.int32) for messages in frame[chat.MESSAGES]]
+        return [np.asarray(processor(text)["input_ids"], dtype=np.int32) for text in texts]
+
+    # --- the data check ---
+
+    def findings(self, frames: dict[str, pd.DataFrame], processor: Any, max_length: int) -> list[Finding]:
+        """Per split: every example rendered and checked (errors name the rows and the fix), what
+        truncation leaves out or cuts, and a note of what the loss covers."""
+        if self.format == "text":
+            return []
+        findings = []
+        for split, frame in frames.items():
+            report = self.render(frame, processor, max_length)
+            rows = frame[ROW_COLUMN].to_numpy()
+            for kind, positions in report.problems.items():
+                message, fix = self._problem_words(kind, max_length)
+                found = rows[positions].tolist()
+                findings.append(
+                    Finding(
+                        _CHECK_NAMES.get(kind, kind),
+                        "error",
+                        f"{split}: {len(found)} {message}.",
+                        fix,
+                        split,
+                        len(found),
+                        found,
+                    )
+                )
+            for positions, what, fix in (
+                (
+                    report.dropped,
+                    "longer than max_length are left out of training (data.truncation: drop)",
+                    "Raise data.max_length to keep them.",
+                ),
+                (
+                    report.cut,
+                    "had their oldest prompt tokens cut to fit max_length (data.truncation: cut_prompt)",
+                    "Raise data.max_length to keep whole prompts.",
+                ),
+            ):
+                if positions:
+                    found = rows[positions].tolist()
+                    findings.append(
+                        Finding(
+                            "truncation",
+                            "warning",
+                            f"{split}: {len(found)} conversation(s) {what}.",
+                            fix,
+                            split,
+                            len(found),
+                            found,
+                        )
+                    )
+            findings.append(_coverage_note(split, [r for r in report.examples if r is not None], max_length))
+        return findings
+
+    def _problem_words(self, kind: str, max_length: int) -> tuple[str, str]:
+        if kind != "too_long":
+            return f"conversation(s): {PROBLEMS[kind][0]}", PROBLEMS[kind][1]
+        if self.config.truncation == "cut_prompt":
+            return (
+                f"answer(s) alone are longer than max_length {max_length}",
+                "Raise data.max_length, or set data.truncation: drop.",
+            )
+        return (
+            f"conversation(s) are longer than max_length {max_length}, so their answers would be cut",
+            "Raise data.max_length, or set data.truncation: drop (leave them out) or cut_prompt (cut old prompt "
+            "tokens).",
+        )
+
+
+def _coverage_note(split: str, rendered: list[Rendered], max_length: int) -> Finding:
+    tokens = sum(len(example.ids) for example in rendered)
+    targets = sum(sum(example.targets) for example in rendered)
+    longest = max((len(example.ids) for example in rendered), default=0)
+    share = targets / tokens if tokens else 0.0
+    return Finding(
+        "loss_mask",
+        "note",
+        f"{split}: {len(rendered)} examples rendered, {tokens:,} tokens of which {targets:,} ({share:.0%}) are "
+        f"targets; the longest is {longest} tokens (max_length {max_length}).",
+        split=split,
+        count=len(rendered),
+        details={"tokens": tokens, "targets": targets, "longest": longest},
+    )
+
+
+def _problem_message(frame: pd.DataFrame, problems: dict[str, list[int]]) -> str:
+    where = frame.attrs.get("source", "the data")
+    unit = frame.attrs.get("row_unit", "row")
+    rows = frame[ROW_COLUMN].to_numpy()
+    parts = []
+    for kind, positions in problems.items():
+        what = "longer than max_length (the answer would be cut)" if kind == "too_long" else PROBLEMS[kind][0]
+        parts.append(f"{cite_rows(rows[positions].tolist(), unit)}: {what}")
+    return f"{where}: " + "; ".join(parts) + ". `tunewise check` lists them with the fix."
 
 
 class CausalLMModel:
+    """The tokenizer set up for the data (template, pad token), and the model sized to it. `data_format`
+    is the format the training file was read in (the config's, once resolved)."""
+
+    def __init__(self, config: CausalLMConfig):
+        self.config = config
+        self.data_format: chat.Format | None = None if config.data.format == "auto" else config.data.format
+        self.chat: ChatFormat | None = None
+        self.template: str | None = None  # the Jinja conversations are rendered with
+        self.vocabulary = 0
+
     def source(self, name: str) -> ModelSource:
         return resolve_model(name)
 
     def processor(self, source: ModelSource) -> Any:
-        tokenizer = load_text_tokenizer(source)
-        if tokenizer.pad_token_id is None:  # GPT-2 and Llama ship none; padding is masked out anyway
-            tokenizer.pad_token = tokenizer.eos_token
+        data_format = self.data_format or "text"
+        tokenizer = load_text_tokenizer(source, "rendering conversations needs its character offsets")
+        template = "none" if data_format == "text" else self.config.data.chat_template
+        needs_template = data_format in ("messages", "sharegpt", "alpaca")
+        self.chat = set_up_tokenizer(tokenizer, template, needs_template)
+        self.template = tokenizer.chat_template if self.chat is not None else None
+        if self.chat is None and data_format != "text" and tokenizer.eos_token_id is None:
+            raise ConfigError(
+                f"model: {source.name}'s tokenizer has no EOS token to end each completion with; set "
+                "data.chat_template (e.g. chatml) so answers end with an end-of-turn token."
+            )
+        self.vocabulary = len(tokenizer)
         return tokenizer
+
+    def stop_ids(self, tokenizer: Any) -> list[int]:
+        """The tokens that end a generation: the end-of-turn token, and the EOS."""
+        stops = [self.chat.end_of_turn] if self.chat else []
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
+            stops.append(tokenizer.eos_token_id)
+        return stops
 
     def build(self, source: ModelSource, hints: CheckpointHints, pooling: str) -> PreTrainedModel:
         """float32 master weights whatever the checkpoint stores; bf16 autocast does the arithmetic."""
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+        embeddings: Any = model.get_input_embeddings()
+        if self.vocabulary > embeddings.num_embeddings:  # a pad token or template tokens added
+            model.resize_token_embeddings(self.vocabulary)
         # Without a key/value cache, transformers reads packed examples from the restarting position
         # ids and masks attention between them; with one (its default), it would not. Training never
         # needs the cache; generate() turns it on through the generation config.
@@ -197,83 +534,41 @@ class CausalLMModel:
         return model
 
     def save(self, model: Any, processor: Any, folder: Path) -> None:
+        """The model, its tokenizer (chat template included), and generation settings that stop where
+        training taught it to: plain transformers and pipelines then generate as `predict` does."""
+        settings = self.config.generation
+        model.config.use_cache = True
+        model.config.pad_token_id = processor.pad_token_id
+        model.generation_config.update(
+            eos_token_id=self.stop_ids(processor),
+            pad_token_id=processor.pad_token_id,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            do_sample=settings.do_sample,
+        )
         save_pretrained(model, processor, folder)
 
     def load(self, folder: Path) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(folder)
 
 
-class CausalLMScoring:
-    def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
-        """Labelled rows: the mean loss (a vocabulary-wide logit per token is not kept). Prompts: their
-        greedy continuations."""
-        if split.labels is None:
-            return Outputs(texts=self._generate(model, processor, split))
-        _, loss = predict_logits(model, split, keep_logits=False)
-        return Outputs(loss=loss)
-
-    def calibrate(self, outputs: Outputs, split: EncodedSplit) -> None:
-        """Nothing to fit after training."""
-
-    def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
-        loss = outputs.loss
-        return {"perplexity": math.exp(min(loss, 50.0)) if loss is not None else None}
-
-    def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
-        return pd.DataFrame({"generated_text": outputs.texts or []})
-
-    @torch.no_grad()
-    def _generate(self, model: nn.Module, processor: Any, split: EncodedSplit) -> list[str]:
-        """Greedy continuations of each prompt (the instruction, for instruction-tuned models)."""
-        device = next(model.parameters()).device
-        completions = []
-        for ids in split.sequences["input_ids"]:
-            input_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device).unsqueeze(0)
-            output = model.generate(  # type: ignore[operator]
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=GENERATE_MAX_NEW_TOKENS,
-                do_sample=False,
-                pad_token_id=processor.pad_token_id,
-            )
-            completions.append(processor.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True))
-        return completions
+def _texts(frame: pd.DataFrame, column: str) -> list[str]:
+    texts = frame[column].astype(str).tolist()
+    if not any(text.strip() for text in texts):
+        raise DataError(f"column {column!r} holds no text in any row; a language model needs text to learn from.")
+    return texts
 
 
-def _eos(processor: Any) -> np.ndarray:
-    return np.array([processor.eos_token_id] if processor.eos_token_id is not None else [], dtype=np.int32)
+def _with_messages(frame: pd.DataFrame, conversations: list[list[chat.Message]]) -> pd.DataFrame:
+    frame = frame.copy()
+    frame[chat.MESSAGES] = conversations
+    return frame
 
 
-def pack(examples: list[np.ndarray], targets: list[np.ndarray], max_length: int, pad_token_id: int = 0) -> EncodedSplit:
-    """Concatenate examples into rows of max_length tokens (an example longer than a row is split).
+def _free(frame: pd.DataFrame, name: str) -> str:
+    """`name`, or `name_text` when the user's data already has a column called `name`."""
+    return name if name not in frame.columns else f"{name}_text"
 
-    position_ids restart at 0 at each example (and at each row), and the first token of every
-    example is not a target, so neither attention nor the loss crosses from one example into the next.
-    """
-    ids = np.concatenate(examples) if examples else np.zeros(0, dtype=np.int32)
-    labels = np.concatenate(targets).astype(np.int64) if targets else np.zeros(0, dtype=np.int64)
-    positions = np.concatenate([np.arange(len(example)) for example in examples]) if examples else ids
-    starts = np.cumsum([0] + [len(example) for example in examples[:-1]])
-    labels[starts] = LABEL_PAD
-    rows = range(0, len(ids), max_length)
-    positions_per_row = []
-    for start in rows:  # an example cut by a row boundary restarts its positions in the new row
-        chunk = positions[start : start + max_length].copy()
-        if chunk[0] != 0:
-            next_example = np.flatnonzero(chunk == 0)
-            end = next_example[0] if len(next_example) else len(chunk)
-            chunk[:end] -= chunk[0]
-        positions_per_row.append(chunk)
-    split = EncodedSplit(
-        sequences={
-            "input_ids": [ids[start : start + max_length] for start in rows],
-            "position_ids": positions_per_row,
-        },
-        labels=[labels[start : start + max_length] for start in rows],
-        attention_mask=False,
-        fixed_shape=True,
-        pad_token_id=pad_token_id,
-    )
-    for row in split.labels or []:  # a row's first token has nothing before it to be predicted from
-        row[0] = LABEL_PAD
-    return split
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(turn, dict) for turn in value)
