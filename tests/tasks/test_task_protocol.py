@@ -27,6 +27,7 @@ TRAIN_ROWS: dict[str, list[dict[str, Any]]] = {
         {"text": "a bad film", "label": 0.15},
     ],
     "causal-lm": [{"text": "the film was good and great"}],
+    "seq2seq": [{"source": "the film was good", "target": "about the film yes"}],
     "token-classification": [
         {"tokens": ["the", "senate", "vote"], "tags": ["O", "B-POL", "I-POL"], "text": "the senate vote"},
         {"tokens": ["a", "robot"], "tags": ["O", "B-TECH"], "text": "a robot"},

@@ -19,6 +19,7 @@ from tunewise.tasks.base import Task, TaskData, TaskModel, TaskScoring
 from tunewise.tasks.causal_lm import CausalLMConfig, CausalLMTask
 from tunewise.tasks.image_classification import ImageClassificationConfig, ImageClassificationTask
 from tunewise.tasks.question_answering import QuestionAnsweringConfig, QuestionAnsweringTask
+from tunewise.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
 from tunewise.tasks.text_classification import TextClassificationConfig, TextClassificationTask
 from tunewise.tasks.token_classification import TokenClassificationConfig, TokenClassificationTask
 
@@ -35,6 +36,7 @@ TASKS: dict[str, TaskEntry] = {
     "token-classification": TaskEntry(TokenClassificationConfig, TokenClassificationTask),
     "question-answering": TaskEntry(QuestionAnsweringConfig, QuestionAnsweringTask),
     "image-classification": TaskEntry(ImageClassificationConfig, ImageClassificationTask),
+    "seq2seq": TaskEntry(Seq2SeqConfig, Seq2SeqTask),
 }
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {name: entry.config for name, entry in TASKS.items()}
 
