@@ -21,8 +21,14 @@ CACHE_ENV = "TUNEWISE_CACHE_DIR"
 FORMAT_VERSION = "1"
 
 
+def cache_base() -> Path:
+    """tunewise's cache folder, shared by every cache (each in its own subfolder): $TUNEWISE_CACHE_DIR,
+    default ~/.cache/tunewise."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tunewise")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tunewise") / "tokens"
+    return cache_base() / "tokens"
 
 
 def tokenize(
