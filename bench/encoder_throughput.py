@@ -40,9 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="20000", help="SST-2 training rows (default 20000)")
     parser.add_argument("--epochs", default="1")
-    parser.add_argument(
-        "--contenders", nargs="+", default=["trainer-tutorial", "trainer-expert", "tunewise-auto"]
-    )
+    parser.add_argument("--contenders", nargs="+", default=["trainer-tutorial", "trainer-expert", "tunewise-auto"])
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the MiniLM package's)")
     args, rest = parser.parse_known_args()
     with tempfile.TemporaryDirectory(prefix="bench-bert-base-") as scratch:

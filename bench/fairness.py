@@ -109,8 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="one plant + plain/augmented pair per seed (default 0 1 2)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="one plant + plain/augmented pair per seed (default 0 1 2)",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA)
     args = parser.parse_args()
     if not (args.data_dir / "train.tsv").is_file():

@@ -88,8 +88,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--strategies", nargs="+", default=["freeze_backbone", "full"],
-                        help="strategy.method values; auto: what the defaults choose for this model and data")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["freeze_backbone", "full"],
+        help="strategy.method values; auto: what the defaults choose for this model and data",
+    )
     parser.add_argument("--epochs", default="5", help="passes over the data, or auto (the default)")
     parser.add_argument("--lr", default="auto", help="learning rate, or auto (the strategy's default)")
     parser.add_argument("--image-size", type=int, default=224)

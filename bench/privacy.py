@@ -137,8 +137,9 @@ def run_config(name: str, args: argparse.Namespace, files: dict[str, Path], mode
     }
 
 
-def held_out_attack(run: Any, args: argparse.Namespace, files: dict[str, Path], folder: Path,
-                    budget: dict[str, Any]) -> dict[str, Any]:
+def held_out_attack(
+    run: Any, args: argparse.Namespace, files: dict[str, Path], folder: Path, budget: dict[str, Any]
+) -> dict[str, Any]:
     """The loss-threshold attack again, with non-members from the same file as the members.
 
     tunewise's audit (privacy.json) takes its non-members from data.test. Here that is SST-2's GLUE dev set: full
@@ -166,16 +167,29 @@ def held_out_attack(run: Any, args: argparse.Namespace, files: dict[str, Path], 
     rng = np.random.default_rng(SEED)
     members = members.iloc[np.sort(rng.choice(len(members), n, replace=False))].reset_index(drop=True)
     non_members = non_members.iloc[:n].reset_index(drop=True)
+
     def losses(frame: Any) -> Any:
         return model.run(model.encode(frame, "evaluate")).row_losses
 
-    result = membership_inference(losses(members), losses(non_members), seed=SEED,
-                                  epsilon=budget.get("epsilon"), delta=budget.get("delta"))
-    keys = ("auc", "auc_ci95", "tpr_at_fpr", "within_dp_bound", "members", "non_members", "member_loss_mean",
-            "non_member_loss_mean", "note")
-    return {**{key: result[key] for key in keys if key in result},
-            "non_member_data": f"rows {args.rows + 1}.. of {files['train']} (never trained on; texts that are also "
-                               "training texts left out)"}
+    result = membership_inference(
+        losses(members), losses(non_members), seed=SEED, epsilon=budget.get("epsilon"), delta=budget.get("delta")
+    )
+    keys = (
+        "auc",
+        "auc_ci95",
+        "tpr_at_fpr",
+        "within_dp_bound",
+        "members",
+        "non_members",
+        "member_loss_mean",
+        "non_member_loss_mean",
+        "note",
+    )
+    return {
+        **{key: result[key] for key in keys if key in result},
+        "non_member_data": f"rows {args.rows + 1}.. of {files['train']} (never trained on; texts that are also "
+        "training texts left out)",
+    }
 
 
 def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -233,8 +247,19 @@ def run_contender(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if attack:
         result["membership_inference"] = {
             key: attack.get(key)
-            for key in ("auc", "auc_ci95", "tpr_at_fpr", "within_dp_bound", "members", "non_members",
-                        "member_loss_mean", "non_member_loss_mean", "member_data", "non_member_data", "note")
+            for key in (
+                "auc",
+                "auc_ci95",
+                "tpr_at_fpr",
+                "within_dp_bound",
+                "members",
+                "non_members",
+                "member_loss_mean",
+                "non_member_loss_mean",
+                "member_data",
+                "non_member_data",
+                "note",
+            )
             if key in attack
         }
     result["membership_inference_held_out"] = same_distribution
@@ -266,12 +291,40 @@ def environment() -> dict[str, Any]:
 
 def child_arguments(args: argparse.Namespace) -> list[str]:
     """The flags that make a child run the same settings as this invocation."""
-    flags = ["--rows", str(args.rows), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-             "--lr", str(args.lr), "--dp-lr", str(args.dp_lr),
-             "--epsilon", str(args.epsilon), "--delta", str(args.delta), "--max-grad-norm", str(args.max_grad_norm),
-             "--accountant", args.accountant, "--strategy", args.strategy, "--n-layers", str(args.n_layers),
-             "--validation-rows", str(args.validation_rows), "--attack-rows", str(args.attack_rows),
-             "--data-dir", str(args.data_dir), "--device", args.device, "--model", model_path(args.model)]
+    flags = [
+        "--rows",
+        str(args.rows),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--dp-lr",
+        str(args.dp_lr),
+        "--epsilon",
+        str(args.epsilon),
+        "--delta",
+        str(args.delta),
+        "--max-grad-norm",
+        str(args.max_grad_norm),
+        "--accountant",
+        args.accountant,
+        "--strategy",
+        args.strategy,
+        "--n-layers",
+        str(args.n_layers),
+        "--validation-rows",
+        str(args.validation_rows),
+        "--attack-rows",
+        str(args.attack_rows),
+        "--data-dir",
+        str(args.data_dir),
+        "--device",
+        args.device,
+        "--model",
+        model_path(args.model),
+    ]
     if args.max_physical_batch_size:
         flags += ["--max-physical-batch-size", str(args.max_physical_batch_size)]
     return flags
@@ -281,16 +334,26 @@ def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run `--only name` in a fresh interpreter, so its peak memory and import state are its own."""
     with tempfile.TemporaryDirectory(prefix="bench-result-") as folder:
         out = Path(folder, "result.json")
-        command = [sys.executable, str(Path(__file__).resolve()), "--only", name, *child_arguments(args),
-                   "--json-out", str(out)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--only",
+            name,
+            *child_arguments(args),
+            "--json-out",
+            str(out),
+        ]
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
         if args.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         started = time.perf_counter()
         completed = subprocess.run(command, cwd=REPO, env=env, check=False)
         if completed.returncode != 0 or not out.is_file():
-            return {"name": name, "description": CONTENDERS[name],
-                    "error": f"child process exited with {completed.returncode}"}
+            return {
+                "name": name,
+                "description": CONTENDERS[name],
+                "error": f"child process exited with {completed.returncode}",
+            }
         result = json.loads(out.read_text(encoding="utf-8"))
         result["process_seconds"] = round(time.perf_counter() - started, 2)  # including interpreter and imports
         return result
@@ -306,7 +369,8 @@ def comparison(results: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy_gap_points": round(100 * (plain["accuracy"] - dp["accuracy"]), 2),  # plain - dp
         "train_time_ratio": round(dp["train_seconds"] / max(plain["train_seconds"], 1e-9), 2),
         "peak_memory_ratio": round(dp["peak_memory_mb"] / max(plain["peak_memory_mb"], 1e-9), 2)
-        if dp.get("peak_memory_mb") and plain.get("peak_memory_mb") else None,
+        if dp.get("peak_memory_mb") and plain.get("peak_memory_mb")
+        else None,
     }
 
 
@@ -323,11 +387,23 @@ def print_report(report: dict[str, Any]) -> None:
 
     console = Console(width=max(Console().width, 120))  # keep the table readable when piped to a file
     settings, env = report["settings"], report["environment"]
-    title = (f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epochs, "
-             f"batch {settings['batch_size']}, test {settings['test_rows']} rows, {env['device']}")
+    title = (
+        f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epochs, "
+        f"batch {settings['batch_size']}, test {settings['test_rows']} rows, {env['device']}"
+    )
     table = Table(title=title)
-    columns = ("contender", "lr", "test acc.", "epsilon", "delta", "noise mult.", "train s", "peak MB",
-               "MIA AUC vs test", "MIA AUC vs held-out")
+    columns = (
+        "contender",
+        "lr",
+        "test acc.",
+        "epsilon",
+        "delta",
+        "noise mult.",
+        "train s",
+        "peak MB",
+        "MIA AUC vs test",
+        "MIA AUC vs held-out",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "contender" else "right")
     for result in report["contenders"]:
@@ -350,10 +426,12 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     gap = report.get("comparison") or {}
     if gap:
-        console.print(f"accuracy gap (plain - dp): [bold]{gap['accuracy_gap_points']:+.1f} points[/]; "
-                      f"DP-SGD trains {gap['train_time_ratio']:.1f}x as long"
-                      + (f" with {gap['peak_memory_ratio']:.1f}x the peak memory" if gap["peak_memory_ratio"] else "")
-                      + ".")
+        console.print(
+            f"accuracy gap (plain - dp): [bold]{gap['accuracy_gap_points']:+.1f} points[/]; "
+            f"DP-SGD trains {gap['train_time_ratio']:.1f}x as long"
+            + (f" with {gap['peak_memory_ratio']:.1f}x the peak memory" if gap["peak_memory_ratio"] else "")
+            + "."
+        )
     console.print(REFERENCE)
     console.print(
         "train s: run.json durations_seconds.training (optimisation only). peak MB: run.json peak_memory_mb. "
@@ -367,54 +445,111 @@ def print_report(report: dict[str, Any]) -> None:
             attack = result.get(key) or {}
             if "within_dp_bound" in attack:
                 verdict = "within" if attack["within_dp_bound"] else "[red]beyond[/]"
-                console.print(f"{result['name']} ({label}): the attack's TPR at FPR 1 % / 0.1 % "
-                              f"({attack['tpr_at_fpr'].get('0.01', float('nan')):.3f} / "
-                              f"{attack['tpr_at_fpr'].get('0.001', float('nan')):.3f}) is {verdict} what epsilon "
-                              f"{result['epsilon']:.2f} allows.")
+                console.print(
+                    f"{result['name']} ({label}): the attack's TPR at FPR 1 % / 0.1 % "
+                    f"({attack['tpr_at_fpr'].get('0.01', float('nan')):.3f} / "
+                    f"{attack['tpr_at_fpr'].get('0.001', float('nan')):.3f}) is {verdict} what epsilon "
+                    f"{result['epsilon']:.2f} allows."
+                )
     busy = env["load_average_at_start"][0]
     if env["cpu_count"] and busy > 0.5 * env["cpu_count"]:
-        console.print(f"[yellow]note: 1-minute load average was {busy:.2f} on {env['cpu_count']} CPU(s) at the start; "
-                      "other work shared the machine, so treat the timings as rough.[/]")
+        console.print(
+            f"[yellow]note: 1-minute load average was {busy:.2f} on {env['cpu_count']} CPU(s) at the start; "
+            "other work shared the machine, so treat the timings as rough.[/]"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
-                        help=f"training rows: the first N of train.tsv, the same for both (default {DEFAULT_ROWS})")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=DEFAULT_ROWS,
+        help=f"training rows: the first N of train.tsv, the same for both (default {DEFAULT_ROWS})",
+    )
     parser.add_argument("--epochs", type=float, default=3.0, help="passes over the training rows (default 3)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"batch size of both runs (DP: the expected Poisson batch; default {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR,
-                        help=f"peak learning rate of the plain run (default {DEFAULT_LR:g})")
-    parser.add_argument("--dp-lr", type=float, default=DEFAULT_DP_LR,
-                        help=f"peak learning rate of the DP run (default {DEFAULT_DP_LR:g})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"batch size of both runs (DP: the expected Poisson batch; default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=DEFAULT_LR, help=f"peak learning rate of the plain run (default {DEFAULT_LR:g})"
+    )
+    parser.add_argument(
+        "--dp-lr",
+        type=float,
+        default=DEFAULT_DP_LR,
+        help=f"peak learning rate of the DP run (default {DEFAULT_DP_LR:g})",
+    )
     parser.add_argument("--epsilon", type=float, default=8.0, help="the DP run's privacy budget (default 8)")
-    parser.add_argument("--delta", default="auto",
-                        help="the DP run's delta (default auto: the largest power of ten at or below 1 / (10 rows))")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0,
-                        help="per-example clipping norm of the DP run (default 1.0)")
+    parser.add_argument(
+        "--delta",
+        default="auto",
+        help="the DP run's delta (default auto: the largest power of ten at or below 1 / (10 rows))",
+    )
+    parser.add_argument(
+        "--max-grad-norm", type=float, default=1.0, help="per-example clipping norm of the DP run (default 1.0)"
+    )
     parser.add_argument("--accountant", choices=("prv", "rdp"), default="prv", help="Opacus accountant (default prv)")
-    parser.add_argument("--max-physical-batch-size", type=int, default=None,
-                        help="split each DP batch into pieces of at most this many rows (default: no split)")
-    parser.add_argument("--strategy", choices=("full", "last_n_layers", "freeze_backbone", "lora"), default="full",
-                        help="tunewise's strategy.method, the same for both (default full: every weight trains)")
-    parser.add_argument("--n-layers", type=int, default=6,
-                        help="strategy.n_layers for last_n_layers (default 6: every MiniLM layer, embeddings frozen)")
-    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS),
-                        help="which contenders to run, each in its own process (default: both)")
-    parser.add_argument("--only", choices=list(CONTENDERS),
-                        help="run just this contender, in this process (used by the main invocation)")
-    parser.add_argument("--attack-rows", type=int, default=1000,
-                        help="training rows and as many held-out train.tsv rows the second membership attack scores "
-                             "(default 1000)")
-    parser.add_argument("--validation-rows", type=int, default=200,
-                        help="rows of dev.tsv given to both runs as their validation file (default 200)")
+    parser.add_argument(
+        "--max-physical-batch-size",
+        type=int,
+        default=None,
+        help="split each DP batch into pieces of at most this many rows (default: no split)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("full", "last_n_layers", "freeze_backbone", "lora"),
+        default="full",
+        help="tunewise's strategy.method, the same for both (default full: every weight trains)",
+    )
+    parser.add_argument(
+        "--n-layers",
+        type=int,
+        default=6,
+        help="strategy.n_layers for last_n_layers (default 6: every MiniLM layer, embeddings frozen)",
+    )
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=list(CONTENDERS),
+        default=list(CONTENDERS),
+        help="which contenders to run, each in its own process (default: both)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=list(CONTENDERS),
+        help="run just this contender, in this process (used by the main invocation)",
+    )
+    parser.add_argument(
+        "--attack-rows",
+        type=int,
+        default=1000,
+        help="training rows and as many held-out train.tsv rows the second membership attack scores (default 1000)",
+    )
+    parser.add_argument(
+        "--validation-rows",
+        type=int,
+        default=200,
+        help="rows of dev.tsv given to both runs as their validation file (default 200)",
+    )
     parser.add_argument("--model", help="model folder (default: the MiniLM package)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})")
-    parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
-                        help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu"),
+        default="auto",
+        help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # --only: where the child writes its result
     args = parser.parse_args(argv)
@@ -482,8 +617,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[bench] {name}: {CONTENDERS[name]} ...", file=sys.stderr, flush=True)
         result = run_in_child(name, args)
         report["contenders"].append(result)
-        summary = result.get("error") or (f"train {result['train_seconds']:.1f}s, "
-                                          f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
+        summary = result.get("error") or (
+            f"train {result['train_seconds']:.1f}s, "
+            f"total {result['total_seconds']:.1f}s, accuracy {result['accuracy']:.4f}"
+        )
         print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]

