@@ -46,6 +46,9 @@ class Capabilities:
     generation: bool = False  # predictions are generated text, not scores
     zero_shot: bool = False  # the pretrained model already does the task: its scores before fine-tuning are a baseline
     truncates: bool = True  # inputs longer than max_length are cut (False: read whole, e.g. in windows)
+    # the task measures its own lengths (seq2seq: source and target apart; chat: whole rendered conversations),
+    # so the shared count of its text columns' tokens against max_length, as one text or a pair, is not reported
+    measures_own_lengths: bool = False
     reads_text: bool = True  # inputs are texts (False: images)
 
 

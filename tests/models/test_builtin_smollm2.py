@@ -24,7 +24,7 @@ from conftest import assert_same_weights, saved_weights
 
 from tunewise.data.token_cache import cache_base
 from tunewise.errors import ConfigError
-from tunewise.models import registry
+from tunewise.models import gguf, registry
 from tunewise.models.registry import BUILTIN_MODELS, SMOLLM2, resolve_model
 
 REAL_FIND_SPEC = importlib.util.find_spec
@@ -51,14 +51,14 @@ class Converted:
 @pytest.fixture(scope="module")
 def converted(token_cache_dir: Path) -> Converted:
     loaded: list[tuple[Any, Any]] = []
-    real_load = registry._load_gguf
+    real_load = gguf._load_gguf
 
     def keep_load(gguf_file: Path) -> tuple[Any, Any]:
         loaded.append(real_load(gguf_file))
         return loaded[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "_load_gguf", keep_load)
+        patch.setattr(gguf, "_load_gguf", keep_load)
         started = time.perf_counter()
         source = resolve_model(SMOLLM2)
         seconds = time.perf_counter() - started
@@ -84,7 +84,7 @@ def reuse_load(monkeypatch: pytest.MonkeyPatch, converted: Converted) -> list[Pa
         asked.append(gguf_file)
         return converted.gguf_model, converted.gguf_tokenizer
 
-    monkeypatch.setattr(registry, "_load_gguf", load)
+    monkeypatch.setattr(gguf, "_load_gguf", load)
     return asked
 
 
@@ -97,8 +97,8 @@ def test_resolving_converts_once_into_a_plain_folder_in_the_cache(converted):
     folder = converted.folder
     assert converted.loads == 1
     assert folder.parent == cache_base() / "models"
-    assert folder.name.startswith(f"{SMOLLM2}-") and folder.name.endswith(f"-v{registry.CONVERSION_VERSION}")
-    assert {path.name for path in folder.iterdir()} >= {*registry.CONVERTED_FILES, "chat_template.jinja"}
+    assert folder.name.startswith(f"{SMOLLM2}-") and folder.name.endswith(f"-v{gguf.CONVERSION_VERSION}")
+    assert {path.name for path in folder.iterdir()} >= {*gguf.CONVERTED_FILES, "chat_template.jinja"}
     assert [path.name for path in folder.parent.iterdir()] == [folder.name]  # no staging folder left behind
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     assert "quantization_config" not in config  # a plain folder does not claim to be quantized
@@ -147,7 +147,7 @@ def test_a_second_resolve_reuses_the_folder(converted, monkeypatch):
     def fail(gguf_file: Path) -> None:
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(registry, "_load_gguf", fail)
+    monkeypatch.setattr(gguf, "_load_gguf", fail)
     assert Path(resolve_model(SMOLLM2).location) == converted.folder
 
 
@@ -179,17 +179,17 @@ def test_a_damaged_folder_is_rebuilt(converted, monkeypatch, damage):
 def test_a_killed_conversion_leaves_nothing_that_looks_done(converted, monkeypatch, tmp_path):
     monkeypatch.setenv("TUNEWISE_CACHE_DIR", str(tmp_path))
     reuse_load(monkeypatch, converted)
-    real_write = registry._write_folder
+    real_write = gguf._write_folder
 
     def write_then_die(model: Any, tokenizer: Any, folder: Path) -> None:
         real_write(model, tokenizer, folder)  # every file written, the rename not yet done
         raise Killed
 
-    monkeypatch.setattr(registry, "_write_folder", write_then_die)
+    monkeypatch.setattr(gguf, "_write_folder", write_then_die)
     with pytest.raises(Killed):
         resolve_model(SMOLLM2)
     assert list((tmp_path / "models").iterdir()) == []
-    monkeypatch.setattr(registry, "_write_folder", real_write)
+    monkeypatch.setattr(gguf, "_write_folder", real_write)
     assert Path(resolve_model(SMOLLM2).location).parent == tmp_path / "models"
 
 
@@ -198,11 +198,11 @@ def test_a_killed_conversion_leaves_nothing_that_looks_done(converted, monkeypat
 def test_old_staging_folders_of_killed_conversions_are_swept(converted, monkeypatch, tmp_path):
     monkeypatch.setenv("TUNEWISE_CACHE_DIR", str(tmp_path))
     reuse_load(monkeypatch, converted)
-    stale = tmp_path / "models" / f".{converted.folder.name}.killed{registry.STAGING_SUFFIX}"
-    running = tmp_path / "models" / f".{converted.folder.name}.running{registry.STAGING_SUFFIX}"
+    stale = tmp_path / "models" / f".{converted.folder.name}.killed{gguf.STAGING_SUFFIX}"
+    running = tmp_path / "models" / f".{converted.folder.name}.running{gguf.STAGING_SUFFIX}"
     for folder in (stale, running):
         folder.mkdir(parents=True)
-    hours_ago = time.time() - 2 * registry.STALE_STAGING_SECONDS
+    hours_ago = time.time() - 2 * gguf.STALE_STAGING_SECONDS
     os.utime(stale, (hours_ago, hours_ago))
     resolve_model(SMOLLM2)
     assert not stale.exists() and running.exists()  # a recent one may be another conversion still at work

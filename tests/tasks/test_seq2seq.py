@@ -366,13 +366,15 @@ def test_a_missing_source_or_target_column_names_the_file_and_the_column(tmp_pat
     train = write_jsonl(
         tmp_path / "train.jsonl", [{"text": row["source"], "target": row["target"]} for row in review_rows(20, 0)]
     )
-    with pytest.raises(DataError, match=rf"{train}.*column 'source' .*not found.*'text'"):
+    with pytest.raises(
+        DataError, match=rf"{train}.*column 'source' \(data.source_column\) not found.*'text'.*Set data.source_column"
+    ):
         tunewise.train(seq2seq_config(tmp_path, models["t5"], {"train": train}), show_progress=False)
     good = write_jsonl(tmp_path / "good.jsonl", review_rows(20, 0))
     test = write_jsonl(
         tmp_path / "test.jsonl", [{"source": row["source"], "summary": row["target"]} for row in review_rows(5, 1)]
     )
-    with pytest.raises(DataError, match=rf"test data '{test}'.*column 'target' .*not found"):
+    with pytest.raises(DataError, match=rf"test data '{test}'.*column 'target' \(data.target_column\) not found"):
         tunewise.train(seq2seq_config(tmp_path, models["t5"], {"train": good, "test": test}), show_progress=False)
 
 
@@ -434,6 +436,8 @@ def test_the_data_check_counts_cut_targets_unknown_characters_and_sources_traine
     cut = next(f for f in findings if f.check == "length" and f.split == "train" and "targets" in f.message)
     assert (cut.severity, cut.count, cut.rows) == ("warning", 8, [1, 2, 3, 4, 5])
     assert "data.max_target_length 8" in cut.message
+    # the shared length check, which would count source and target as one pair, is not reported beside these
+    assert [f.message for f in findings if f.check == "length" and f.split == "train"] == [long.message, cut.message]
     unknown = next(f for f in findings if f.check == "unknown_tokens")
     assert (unknown.split, unknown.count, unknown.rows) == ("train", 1, [10]) and "✓" in unknown.message
     leaked = [f for f in findings if f.check == "leakage" and "with another target" in f.message]

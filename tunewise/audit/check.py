@@ -64,7 +64,8 @@ def audit_data(
                 frame, text_columns, processor, max_length, split, config.audit.truncation_warning_share
             )
             stats.update(lengths)
-            for finding in findings if facts.capabilities.truncates else []:  # windows cut nothing
+            shared_lengths_apply = facts.capabilities.truncates and not facts.capabilities.measures_own_lengths
+            for finding in findings if shared_lengths_apply else []:  # windows cut nothing
                 audit.add(finding)
         audit.statistics[split] = stats
     for finding in task_findings(frames):

@@ -365,7 +365,8 @@ class RunConfig(Section):
     task: str = Field(description="What the model learns (see tunewise.tasks for the list).")
     model: str = Field(
         default="minilm-l6",
-        description="A built-in offline name (minilm-l6), a Hugging Face hub id, or a local model folder.",
+        description="A built-in offline name (minilm-l6; causal-lm: smollm2-135m-instruct; image-classification: "
+        "efficientnet-lite0), a Hugging Face hub id, or a local model folder.",
     )
     data: DataConfig = Field(description="Where the data is and which columns to use.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the pretrained model is adapted.")

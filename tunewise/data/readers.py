@@ -70,11 +70,19 @@ _CITE_LIMIT = 5
 # ----------------------------------------------------------------------------------------------
 
 
-def read_table(source: str, split: str, text_columns: list[str], label_column: str | None) -> pd.DataFrame:
+def read_table(
+    source: str,
+    split: str,
+    text_columns: list[str],
+    label_column: str | None,
+    column_keys: Sequence[str] = _CONFIG_KEYS,
+) -> pd.DataFrame:
     """Read `source` for `split` ("train", "validation", "test", ...) and check the needed columns.
 
     `text_columns` must hold non-empty text; `label_column` (None for unlabeled prediction inputs)
-    must have a value in every row. Returns a frame with a RangeIndex and the `_row` column.
+    must have a value in every row. `column_keys` are the config keys that name the text columns, in
+    the same order, so an error tells the user which setting to change. Returns a frame with a
+    RangeIndex and the `_row` column.
     """
     where = f"{split} data {source!r}"
     digest = None
@@ -82,7 +90,7 @@ def read_table(source: str, split: str, text_columns: list[str], label_column: s
         frame, rows, unit = _read_hf(source, split, where)
     else:
         frame, rows, unit, digest = _read_file(Path(source), where)
-    frame = _finish(frame, rows, unit, where, text_columns, label_column)
+    frame = _finish(frame, rows, unit, where, text_columns, label_column, column_keys)
     if digest is not None:  # the bytes just parsed: no second read for the run's data fingerprint
         frame.attrs["sha256"] = digest
     return frame
@@ -480,15 +488,17 @@ def _finish(
     where: str,
     text_columns: Sequence[str],
     label_column: str | None,
+    column_keys: Sequence[str] = _CONFIG_KEYS,
 ) -> pd.DataFrame:
     """Check the columns and values every task needs, then attach `_row`."""
     if ROW_COLUMN in frame.columns:
         raise DataError(f"{where}: the column name {ROW_COLUMN!r} is reserved by tunewise. Rename that column.")
-    _check_columns(frame, where, text_columns, label_column)
+    keys = [_config_key(column_keys, index) for index in range(len(text_columns))]
+    _check_columns(frame, where, dict(zip(text_columns, keys, strict=True)), label_column)
     frame = frame.reset_index(drop=True)
     frame[ROW_COLUMN] = np.asarray(rows, dtype=np.int64)
-    for index, column in enumerate(text_columns):
-        frame[column] = _checked_text(frame, column, _config_key(index), where, unit)
+    for column, key in zip(text_columns, keys, strict=True):
+        frame[column] = _checked_text(frame, column, key, where, unit)
     if label_column is not None:
         _check_labels(frame, label_column, where, unit)
     frame.attrs["source"] = where
@@ -496,13 +506,14 @@ def _finish(
     return frame
 
 
-def _config_key(index: int) -> str:
-    return _CONFIG_KEYS[index] if index < len(_CONFIG_KEYS) else "data.text_column"
+def _config_key(column_keys: Sequence[str], index: int) -> str:
+    return column_keys[index] if index < len(column_keys) else column_keys[0]
 
 
-def _check_columns(frame: pd.DataFrame, where: str, text_columns: Sequence[str], label_column: str | None) -> None:
-    """A missing column lists what exists and the closest name, and names the config key to set."""
-    wanted = [(column, _config_key(index)) for index, column in enumerate(text_columns)]
+def _check_columns(frame: pd.DataFrame, where: str, text_columns: dict[str, str], label_column: str | None) -> None:
+    """A missing column lists what exists and the closest name, and names the config key to set
+    (`text_columns` maps each column to its key)."""
+    wanted = list(text_columns.items())
     if label_column is not None:
         wanted.append((label_column, "data.label_column"))
     existing = [str(column) for column in frame.columns]

@@ -38,6 +38,7 @@ from tunewise.tasks.generation import (
     GENERATION_RULES,
     GenerationConfig,
     GenerationScoring,
+    decoding,
     generation_rows,
 )
 from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
@@ -151,7 +152,7 @@ class Seq2SeqTask:
             targets=targets,
             metrics=("loss", "perplexity", *GENERATION_METRICS),
             default_metric="loss",
-            capabilities=Capabilities(generation=True, zero_shot=True, truncates=True),
+            capabilities=Capabilities(generation=True, zero_shot=True, measures_own_lengths=True),
         )
 
 
@@ -164,7 +165,7 @@ class Seq2SeqReader:
     def read(self, source: str, split: str, labelled: bool = True) -> pd.DataFrame:
         """Source and target must hold text in every row (read_table names the file, row and column)."""
         columns = [self.config.source_column] + ([self.config.target_column] if labelled else [])
-        return read_table(source, split, columns, None)
+        return read_table(source, split, columns, None, column_keys=("data.source_column", "data.target_column"))
 
     def learn(self, train: pd.DataFrame) -> None:
         """The targets are free text: there is no label space to learn."""
@@ -361,14 +362,11 @@ class Seq2SeqModel:
     def save(self, model: Any, processor: Any, folder: Path) -> None:
         """With generation.* written into generation_config, so `model.generate(ids)` and `pipeline` in plain
         transformers decode as the run's evaluation did."""
-        settings, generation = self.settings, model.generation_config
-        generation.max_new_tokens = settings.max_new_tokens
-        generation.num_beams = settings.num_beams
-        generation.do_sample = settings.do_sample
-        generation.repetition_penalty = settings.repetition_penalty
-        generation.temperature, generation.top_p = settings.temperature, settings.top_p  # 1.0 unless sampling
-        generation.eos_token_id = processor.eos_token_id
-        generation.pad_token_id = processor.pad_token_id
+        model.generation_config.update(
+            **decoding(self.settings, decoder_only=False),
+            eos_token_id=processor.eos_token_id,
+            pad_token_id=processor.pad_token_id,
+        )
         save_pretrained(model, processor, folder)
 
     def load(self, folder: Path) -> PreTrainedModel:
