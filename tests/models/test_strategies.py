@@ -244,3 +244,31 @@ def test_lora_and_layerwise_decay_work_on_a_resnet() -> None:
     rates = sorted({group["lr"] for group in parameter_groups(model, 1e-3, 0.01, 0.5)})
     # adapters in every stage and the head: one rate per depth, halving stage by stage below the head
     assert rates == pytest.approx([1e-3 * 0.5**k for k in range(5, -1, -1)])
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_llama_dir"])  # output head tied, and not
+def test_lora_trains_the_embedding_rows_of_added_tokens_and_merges_them(model_fixture, request) -> None:
+    """A chat template's new end-of-turn token starts with an untrained row; LoRA alone would leave it so."""
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.config.sections import StrategyConfig
+    from tunewise.models.strategies import apply_strategy, mark_new_tokens
+
+    base = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(model_fixture))
+    known = base.get_input_embeddings().num_embeddings
+    base.resize_token_embeddings(known + 2)
+    mark_new_tokens(base, [known, known + 1])
+    before_in = base.get_input_embeddings().weight.detach().clone()
+    before_out = base.get_output_embeddings().weight.detach().clone()
+    model = apply_strategy(base, StrategyConfig(method="lora"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    inputs = torch.tensor([[5, known, 6, known + 1, 7]])
+    for _ in range(3):  # learn to emit the new tokens, reading them too
+        model(input_ids=inputs, labels=inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    merged = model.merge_and_unload()
+    after_in, after_out = merged.get_input_embeddings().weight, merged.get_output_embeddings().weight
+    assert torch.equal(after_in[:known], before_in[:known]) and torch.equal(after_out[:known], before_out[:known])
+    assert not torch.allclose(after_in[known:], before_in[known:])
+    assert not torch.allclose(after_out[known:], before_out[known:])

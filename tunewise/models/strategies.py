@@ -8,6 +8,8 @@ nothing) fail here, before training.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -23,6 +25,7 @@ _FALLBACK_LORA_TARGETS = (
     ("conv1", "conv2", "conv3"),  # the convolutions of ResNet blocks
     ("fc1", "fc2"),  # MLP blocks (ConvNeXt)
 )
+_NEW_TOKENS = "_tunewise_new_token_ids"  # set on a model by mark_new_tokens, read by _wrap_lora
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "ln_")
 
 
@@ -82,6 +85,7 @@ def _wrap_lora(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
     )
     targets = lora_target_modules(model, strategy)
     conv1d = any(isinstance(m, Conv1D) and name.rsplit(".", 1)[-1] in targets for name, m in model.named_modules())
+    new_tokens: list[int] = getattr(model, _NEW_TOKENS, [])
     config = LoraConfig(
         r=strategy.lora.r,
         lora_alpha=strategy.lora.alpha,  # type: ignore[arg-type]  # peft types it int; a float alpha works
@@ -89,8 +93,30 @@ def _wrap_lora(model: nn.Module, strategy: StrategyConfig) -> nn.Module:
         target_modules=targets,
         fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
         modules_to_save=head_modules + _pooler_modules(model),
+        trainable_token_indices=_token_rows(model, new_tokens) if new_tokens else None,
     )
     return get_peft_model(model, config)
+
+
+def mark_new_tokens(model: nn.Module, token_ids: Sequence[int]) -> None:
+    """Record the tokens a task added to the vocabulary (a pad token, a chat template's tokens).
+
+    Their embedding rows start untrained. LoRA freezes the embeddings, so without this a model given a
+    new end-of-turn token could emit it only through its frozen, initial row; with it, LoRA trains those
+    rows and nothing else of the embeddings (peft's trainable tokens), and the merge writes them into the
+    saved model."""
+    setattr(model, _NEW_TOKENS, list(token_ids))
+
+
+def _token_rows(model: nn.Module, token_ids: list[int]) -> list[int] | dict[str, list[int]]:
+    """peft's trainable_token_indices: the rows of the input embedding (peft follows a tied output
+    head itself), and those of the output head as well when it is a separate matrix."""
+    embeddings = model.get_input_embeddings()  # type: ignore[operator]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None  # type: ignore[operator]
+    if head is None or head.weight is embeddings.weight:
+        return token_ids
+    names = {id(module): name for name, module in model.named_modules()}
+    return {names[id(embeddings)]: token_ids, names[id(head)]: token_ids}
 
 
 def _pooler_modules(model: nn.Module) -> list[str]:
