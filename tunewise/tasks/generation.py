@@ -29,13 +29,15 @@ import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
 from tunewise.config.rules import rule
 from tunewise.config.sections import Section
 from tunewise.evaluation.generation import baseline_predictions, generation_metrics
-from tunewise.inference import predict_logits
+from tunewise.inference import eval_batch_size, predict_logits
 from tunewise.types import EncodedSplit, Outputs, Purpose
 
+LOGITS_BUDGET_BYTES = 1 << 30  # one evaluation batch's logits: 1 GiB
 GENERATION_METRICS = ("exact_match", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf")
 
 
@@ -51,6 +53,14 @@ class GenerationConfig(Section):
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling: keep this much probability mass.")
     repetition_penalty: float = Field(
         default=1.0, ge=1, description="Penalise tokens already generated (1.0: off; 1.1-1.3 curbs loops)."
+    )
+    no_repeat_ngram_size: int = Field(
+        default=0,
+        ge=0,
+        description="Never generate the same n tokens twice within one answer (0: off); n-grams of the prompt "
+        "may still be copied, as summaries must. Summaries want 3 or 4: a small model tuned on extractive "
+        "summaries otherwise repeats a sentence until max_new_tokens (bench/generation.py); it would forbid "
+        "legitimate repeats in code or lists.",
     )
     eval_rows: int = Field(
         default=16,
@@ -113,15 +123,14 @@ def generate_texts(
             else:
                 new_tokens_limit = min(new_tokens_limit, context - 1)
         ids, mask = _padded(batch, pad, left=decoder_only)
+        processors = LogitsProcessorList()
+        if decoder_only and settings.no_repeat_ngram_size:  # transformers' own would count the prompt's n-grams
+            processors.append(NoRepeatInAnswer(settings.no_repeat_ngram_size, ids.shape[1]))
         output = model.generate(  # type: ignore[operator]
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
-            max_new_tokens=new_tokens_limit,
-            num_beams=settings.num_beams,
-            do_sample=settings.do_sample,
-            temperature=settings.temperature if settings.do_sample else None,
-            top_p=settings.top_p if settings.do_sample else None,
-            repetition_penalty=settings.repetition_penalty,
+            **{**decoding(settings, decoder_only), "max_new_tokens": new_tokens_limit},
+            logits_processor=processors,
             eos_token_id=stop_ids or None,
             pad_token_id=pad,
             use_cache=True,
@@ -131,6 +140,36 @@ def generate_texts(
             texts[row] = processor.decode(tokens, skip_special_tokens=True).strip()
     model.train(was_training)
     return texts
+
+
+class NoRepeatInAnswer(LogitsProcessor):
+    """no_repeat_ngram_size over the generated tokens only. A decoder-only model's input_ids start with
+    the prompt (left-padded to one length in a batch), and transformers' NoRepeatNGramLogitsProcessor
+    would forbid every n-gram of it, so a summary could not quote its article."""
+
+    def __init__(self, ngram_size: int, prompt_length: int):
+        self.inner = NoRepeatNGramLogitsProcessor(ngram_size)
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        answer = input_ids[:, self.prompt_length :]
+        return self.inner(answer, scores) if answer.shape[1] else scores
+
+
+def decoding(settings: GenerationConfig, decoder_only: bool) -> dict[str, Any]:
+    """The generate() settings of the generation section: what evaluation decodes with, and what a
+    saved model's generation_config carries, so plain transformers decodes as the run was scored.
+    A decoder-only model gets no_repeat_ngram_size from NoRepeatInAnswer instead: transformers' setting
+    would count the prompt's n-grams too, so it is not written into its generation_config either."""
+    return {
+        "max_new_tokens": settings.max_new_tokens,
+        "num_beams": settings.num_beams,
+        "do_sample": settings.do_sample,
+        "temperature": settings.temperature if settings.do_sample else None,
+        "top_p": settings.top_p if settings.do_sample else None,
+        "repetition_penalty": settings.repetition_penalty,
+        "no_repeat_ngram_size": 0 if decoder_only else settings.no_repeat_ngram_size,
+    }
 
 
 def _context_length(model: nn.Module) -> int | None:
@@ -148,6 +187,19 @@ def _padded(prompts: list[np.ndarray], pad: int, left: bool) -> tuple[torch.Tens
         ids[row, span] = torch.as_tensor(np.asarray(prompt, dtype=np.int64))
         mask[row, span] = 1
     return ids, mask
+
+
+def loss_batch_size(model: nn.Module, split: EncodedSplit) -> int:
+    """Rows per batch for the evaluation loss, so that one batch's float32 logits (rows x tokens x
+    vocabulary) stay within LOGITS_BUDGET_BYTES. A language model's logits dwarf the rest: SmolLM2's
+    49,152-token vocabulary at 1,024 tokens is 200 MB per row, and the 32 rows of the usual
+    evaluation batch took 14 GB at peak."""
+    vocabulary = model.get_output_embeddings().weight.shape[0]  # type: ignore[operator]
+    label_lengths = [len(labels) for labels in split.labels or ()] if isinstance(split.labels, list) else []
+    longest = int(max([*split.lengths, *label_lengths], default=1))  # seq2seq: the decoder's side counts
+    rows = LOGITS_BUDGET_BYTES // max(1, longest * vocabulary * 4)
+    device = next(model.parameters()).device
+    return int(min(max(rows, 1), eval_batch_size(device)))
 
 
 def _headline(scores: dict[str, Any]) -> dict[str, float]:
@@ -168,7 +220,9 @@ class GenerationScoring:
         self.seed = seed
 
     def run(self, model: nn.Module, processor: Any, split: EncodedSplit) -> Outputs:
-        loss = predict_logits(model, split, keep_logits=False)[1] if split.labels is not None else None
+        loss = None
+        if split.labels is not None:
+            loss = predict_logits(model, split, loss_batch_size(model, split), keep_logits=False)[1]
         rows = split.meta.get("generate", [])
         if not rows:
             return Outputs(loss=loss)
