@@ -28,7 +28,8 @@ token) only:
   expert would add.
 
 After training, each contender's model generates greedily for the same test prompts with the same
-`max_new_tokens` (left-padded batches of 8, stopping at `<|im_end|>`), and the texts are scored by the same
+`max_new_tokens` (left-padded batches of 8, stopping at `<|im_end|>`; for summaries no 4-gram twice within
+the answer, without which the tuned model repeats a sentence until the limit), and the texts are scored by the same
 code (`tunewise.evaluation.generation`: ROUGE with stemming, sacreBLEU BLEU and chrF). Beside them: the
 zero-shot base model (tunewise measures it in its run, on the same prompts), lead-3 of the article and the
 source copied.
@@ -75,6 +76,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "summarise": {
         "system": "Summarise the news article in a few sentences taken from it.",
         "max_new_tokens": 160,
+        "no_repeat_ngram_size": 4,  # within the answer: without it the tuned model repeats a sentence to the limit
         "baseline": "lead_3",
         "headline": ("rouge1", "rouge2", "rougeL", "rougeLsum"),
         "max_length": 1024,
@@ -82,6 +84,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "translate": {
         "system": "Translate the English sentence into German.",
         "max_new_tokens": 64,
+        "no_repeat_ngram_size": 0,
         "baseline": "copy_source",
         "headline": ("bleu", "chrf"),
         "max_length": 256,
@@ -204,7 +207,12 @@ def run_tunewise(task: str, args: argparse.Namespace, folder: Path) -> dict[str,
             "packing": False,
         },
         "strategy": {"method": "lora", "lora": LORA},
-        "generation": {"max_new_tokens": spec["max_new_tokens"], "eval_rows": 4, "batch_size": BATCH_SIZE},
+        "generation": {
+            "max_new_tokens": spec["max_new_tokens"],
+            "no_repeat_ngram_size": spec["no_repeat_ngram_size"],
+            "eval_rows": 4,
+            "batch_size": BATCH_SIZE,
+        },
         "train": {
             "epochs": args.epochs,
             "batch_size": BATCH_SIZE,
@@ -299,7 +307,7 @@ def run_trl(task: str, args: argparse.Namespace, folder: Path, grouped: bool) ->
     trainer.train()
     train_seconds = time.perf_counter() - training_started
     test = [row["messages"] for row in read_jsonl(folder / "test.jsonl")]
-    texts = generate(trainer.model, tokenizer, [turns[:-1] for turns in test], spec["max_new_tokens"])
+    texts = generate(trainer.model, tokenizer, [turns[:-1] for turns in test], spec)
     metrics = generation_metrics(texts, [turns[-1]["content"] for turns in test])
     return {
         "train_seconds": round(train_seconds, 2),
@@ -310,9 +318,14 @@ def run_trl(task: str, args: argparse.Namespace, folder: Path, grouped: bool) ->
     }
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-    """Greedy generations in left-padded batches of prompts of similar length, stopping at <|im_end|>."""
+def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], spec: dict[str, Any]) -> list[str]:
+    """Greedy generations in left-padded batches of prompts of similar length, stopping at <|im_end|>, with
+    n-grams repeated within the answer forbidden as tunewise forbids them (its logits processor, so both
+    contenders decode alike: transformers' own no_repeat_ngram_size would forbid the article's n-grams too)."""
     import torch
+    from transformers import LogitsProcessorList
+
+    from tunewise.tasks.generation import NoRepeatInAnswer
 
     model.eval()
     tokenizer.padding_side = "left"
@@ -328,9 +341,17 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], ma
         rows = order[start : start + BATCH_SIZE]
         batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt")
         batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
+        processors = LogitsProcessorList()
+        if spec["no_repeat_ngram_size"]:
+            processors.append(NoRepeatInAnswer(spec["no_repeat_ngram_size"], batch["input_ids"].shape[1]))
         with torch.inference_mode():
             output = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop, pad_token_id=pad
+                **batch,
+                max_new_tokens=spec["max_new_tokens"],
+                do_sample=False,
+                logits_processor=processors,
+                eos_token_id=stop,
+                pad_token_id=pad,
             )
         for row, tokens in zip(rows, output[:, batch["input_ids"].shape[1] :], strict=True):
             texts[row] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
