@@ -24,6 +24,8 @@ token) only:
   model scored on the test prompts, the trivial baselines, the report.
 - `trl`: TRL's `SFTTrainer` as its docs write it for conversational prompt-completion rows
   (`completion_only_loss`, the assistant-only loss for such rows) with `peft_config`; no packing (its default).
+- `trl-no-checkpointing`: the same without gradient checkpointing, which SFTConfig turns on by default
+  (it recomputes activations in the backward pass: less memory, more time); tunewise does not checkpoint.
 - `trl-grouped`: the same with length-grouped batches (`train_sampling_strategy="group_by_length"`), as an
   expert would add.
 
@@ -70,7 +72,7 @@ LORA_TARGETS = ["q_proj", "v_proj"]  # peft's mapping for Llama, which tunewise'
 WARMUP_RATIO = 0.06
 SEED = 0
 VALIDATION_ROWS = 8
-CONTENDERS = ("tunewise", "trl", "trl-grouped")
+CONTENDERS = ("tunewise", "trl", "trl-no-checkpointing", "trl-grouped")
 
 TASKS: dict[str, dict[str, Any]] = {
     "summarise": {
@@ -248,7 +250,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: round(float(metrics[name]), 2) for name in names if name in metrics}
 
 
-def run_trl(task: str, args: argparse.Namespace, folder: Path, grouped: bool) -> dict[str, Any]:
+def run_trl(task: str, args: argparse.Namespace, folder: Path, grouped: bool, checkpointing: bool) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -286,6 +288,7 @@ def run_trl(task: str, args: argparse.Namespace, folder: Path, grouped: bool) ->
         "dataloader_num_workers": 0,
         "bf16": bf16,
         "use_cpu": not cuda,
+        "gradient_checkpointing": checkpointing,  # SFTConfig's default is True
     }
     if grouped:
         settings["train_sampling_strategy"] = "group_by_length"
@@ -361,7 +364,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], sp
 def run_contender(name: str, task: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     if name == "tunewise":
         return run_tunewise(task, args, folder)
-    return run_trl(task, args, folder, grouped=name == "trl-grouped")
+    return run_trl(task, args, folder, grouped=name == "trl-grouped", checkpointing=name != "trl-no-checkpointing")
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -455,6 +458,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--lr", type=float, default=1e-3, help="the LoRA learning rate, both contenders")
     parser.add_argument("--data-dir", type=Path, default=SHARED_DATA)
+    parser.add_argument("--results", type=Path, default=RESULTS_FILE, help="where the JSON goes")
     parser.add_argument("--only", choices=CONTENDERS, help=argparse.SUPPRESS)  # child: one contender, one task
     parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
@@ -495,10 +499,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
         report["tasks"][task] = {"data": {**data, "max_length": TASKS[task]["max_length"]}, "results": results}
     report["environment"]["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_report(report)
-    print(f"written: {RESULTS_FILE.relative_to(REPO)}")
+    print(f"written: {args.results}")
 
 
 if __name__ == "__main__":
