@@ -202,3 +202,17 @@ def test_auto_dp_delta_is_a_power_of_ten_below_one_over_ten_rows() -> None:
     assert defaults.dp_delta("auto", 4127) == pytest.approx(1e-5)
     assert defaults.dp_delta("auto", 1000) == pytest.approx(1e-4)
     assert defaults.dp_delta(3e-6, 4127) == 3e-6  # a number is kept
+
+
+def test_auto_batch_of_packed_rows_on_cpu_holds_as_many_examples_as_an_unpacked_one() -> None:
+    """200 short chats packed 9 to a row: 32 packed rows would make one optimizer step per epoch."""
+    packed = np.full(22, 512)
+    assert defaults.batch_size("auto", "cpu", packed, examples_per_row=9.0) == 4  # ~36 examples per step
+    assert defaults.batch_size("auto", "cpu", packed, examples_per_row=64.0) == 1
+    assert defaults.batch_size("auto", "cpu", sst2_like_lengths(1_000), examples_per_row=1.0) == 32
+
+
+def test_auto_strategy_is_lora_for_generative_models_and_full_for_encoders() -> None:
+    assert defaults.strategy("auto", "transformer", 200, generative=True) == "lora"
+    assert defaults.strategy("auto", "transformer", 200) == "full"
+    assert defaults.strategy("full", "transformer", 200, generative=True) == "full"  # a choice is kept

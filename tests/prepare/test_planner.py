@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from conftest import make_config, sentiment_rows, story_rows, write_csv, write_jsonl
@@ -342,3 +343,17 @@ def test_prepare_returns_a_plan_of_concrete_training_settings(
     assert plan.requested.train.batch_size == "auto"  # the request is kept as written
     assert set(plan.training.encoded) == {"train", "validation", "test"}
     assert not (tmp_path / "run").exists()
+
+
+def test_examples_per_row_counts_the_examples_packed_into_each_row() -> None:
+    from tunewise.prepare.planner import examples_per_row
+    from tunewise.types import EncodedSplit
+
+    ids = [np.arange(6), np.arange(4)]
+    packed = EncodedSplit(
+        {"input_ids": ids, "position_ids": [np.array([0, 1, 2, 0, 1, 0]), np.array([0, 1, 0, 1])]},
+        [row.copy() for row in ids],
+        attention_mask=False,
+    )
+    assert examples_per_row(packed) == 2.5
+    assert examples_per_row(EncodedSplit({"input_ids": ids}, [row.copy() for row in ids])) == 1.0

@@ -93,8 +93,9 @@ class StrategyConfig(Section):
         default="auto",
         description="How the pretrained model is adapted: full fine-tuning; freeze_backbone (train the "
         "new head only); last_n_layers (head + the top n_layers encoder layers); lora (low-rank adapters "
-        "+ head, merged into the saved model). auto: full, except for CNN image models trained on fewer than "
-        "1,000 images: freeze_backbone (measured best there; tunewise.prepare.defaults).",
+        "+ head, merged into the saved model). auto: lora for generative tasks (causal-lm, seq2seq); full, except "
+        "for CNN image models trained on fewer than 1,000 images: freeze_backbone (measured best there; "
+        "tunewise.prepare.defaults).",
     )
     n_layers: int = Field(default=2, ge=1, description="Encoder layers to train when method is last_n_layers.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings, used when method is lora.")
@@ -131,9 +132,10 @@ class TrainConfig(Section):
     )
     batch_size: int | Literal["auto"] = Field(
         default="auto",
-        description="Examples per optimizer step and device (before accumulation). auto: 32 on CPU; on a GPU "
-        "the largest of 256, 128, 64, 32 that keeps at least 100 steps per epoch and about 32k tokens per "
-        "batch (short texts leave a GPU idle at batch 32). learning_rate auto scales with it.",
+        description="Rows per optimizer step and device (before accumulation; a packed causal-LM row holds several "
+        "examples). auto: 32 examples on CPU (packed rows: as many rows as hold 32 examples); on a GPU the largest "
+        "of 256, 128, 64, 32 rows that keeps at least 100 steps per epoch and about 32k tokens per batch (short "
+        "texts leave a GPU idle at batch 32). learning_rate auto scales with the examples per step.",
     )
     gradient_accumulation: int = Field(
         default=1, ge=1, description="Batches whose gradients are summed per optimizer step."

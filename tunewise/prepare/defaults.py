@@ -58,16 +58,24 @@ def pooling(setting: str, hints: CheckpointHints) -> str:
     return (hints.pooling or "cls") if setting == "auto" else setting
 
 
-def strategy(setting: str, family: str, train_rows: int) -> str:
-    """auto: the adaptation measured best for the model family (and, for CNNs, the amount of data)."""
+def strategy(setting: str, family: str, train_rows: int, generative: bool = False) -> str:
+    """auto: the adaptation measured best for the model family (and, for CNNs, the amount of data);
+    LoRA for generative models, which keeps the pretrained model's abilities (its chat, its refusals)
+    and its memory small, and learned SMS answers to 87.5 exact match where the base had 0."""
     if setting != "auto":
         return setting
     if family == "cnn" and train_rows < SMALL_IMAGE_DATA:
         return "freeze_backbone"
-    return "full"
+    return "lora" if generative else "full"
 
 
-def batch_size(setting: int | Literal["auto"], device_type: str, lengths: np.ndarray, num_processes: int = 1) -> int:
+def batch_size(
+    setting: int | Literal["auto"],
+    device_type: str,
+    lengths: np.ndarray,
+    num_processes: int = 1,
+    examples_per_row: float = 1.0,
+) -> int:
     """A number as given; `auto` picks a batch for the hardware.
 
     On CPU, compute is the bottleneck and per-sample time does not fall with larger batches
@@ -75,12 +83,14 @@ def batch_size(setting: int | Literal["auto"], device_type: str, lengths: np.nda
     of 32 short texts leaves the device idle behind per-step host overhead: 256 SST-2 sentences
     take about as long as 32, so larger batches train up to 8x faster at the same accuracy once the
     learning rate is scaled (see `learning_rate`). Small datasets keep a smaller batch, so an epoch
-    still has enough optimizer steps to learn.
+    still has enough optimizer steps to learn. Packed rows hold `examples_per_row` examples each: on
+    CPU a batch of them holds as many examples as the unpacked batch would (32), or 200 short chats
+    packed 9 to a row would train one step per epoch.
     """
     if setting != "auto":
         return int(setting)
     if device_type != "cuda":
-        return CPU_AUTO_BATCH
+        return max(1, round(CPU_AUTO_BATCH / examples_per_row))
     rows = max(len(lengths), 1)
     typical_length = float(np.percentile(lengths, 95)) if len(lengths) else 0.0
     for batch in GPU_AUTO_BATCHES:

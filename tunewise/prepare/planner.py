@@ -82,7 +82,9 @@ def prepare_model(task: Task, config: RunConfig, train_rows: int) -> ModelPlan:
         processor=processor,
         max_length=defaults.max_length(config.data.max_length, hints, processor),
         pooling=defaults.pooling(config.strategy.pooling, hints),
-        method=defaults.strategy(config.strategy.method, source.family, train_rows),
+        method=defaults.strategy(
+            config.strategy.method, source.family, train_rows, task.facts().capabilities.generation
+        ),
     )
 
 
@@ -137,10 +139,20 @@ def _with_training(plan: Plan) -> Plan:
     return Plan(plan.requested, resolved, plan.task, plan.facts, data, model, plan.run_dir, training)
 
 
+def examples_per_row(split: EncodedSplit) -> float:
+    """How many examples a row holds on average: 1, or more for packed rows, whose position ids restart
+    at each example. The defaults count a batch's examples, not its rows."""
+    positions = split.sequences.get("position_ids")
+    if split.attention_mask or not positions:
+        return 1.0
+    return max(sum(int(np.count_nonzero(np.asarray(row) == 0)) for row in positions) / len(positions), 1.0)
+
+
 def training_settings(plan: Plan, train: EncodedSplit, device_type: str, processes: int) -> TrainingSettings:
     config, family = plan.config, plan.model.source.family
     settings, dp = config.train, config.privacy.dp
-    batch = defaults.batch_size(settings.batch_size, device_type, train.lengths, processes)
+    per_row = examples_per_row(train)
+    batch = defaults.batch_size(settings.batch_size, device_type, train.lengths, processes, per_row)
     per_epoch = steps_per_epoch(len(train), batch, settings.gradient_accumulation, processes)
     epochs = defaults.epochs(settings.epochs, per_epoch)
     total = max(math.ceil(epochs * per_epoch), 1)
@@ -155,7 +167,7 @@ def training_settings(plan: Plan, train: EncodedSplit, device_type: str, process
     return TrainingSettings(
         batch_size=batch,
         learning_rate=defaults.learning_rate(
-            settings.learning_rate, plan.model.method, family, batch * settings.gradient_accumulation
+            settings.learning_rate, plan.model.method, family, round(batch * per_row) * settings.gradient_accumulation
         ),
         epochs=epochs,
         steps_per_epoch=per_epoch,
