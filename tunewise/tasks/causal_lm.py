@@ -26,7 +26,7 @@ from pydantic import Field
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from tunewise.config.rules import Rule, rule
-from tunewise.config.sections import DataConfig, RunConfig
+from tunewise.config.sections import DataConfig
 from tunewise.data.readers import ROW_COLUMN, cite_rows, read_table
 from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, DataError, TunewiseError
@@ -45,9 +45,8 @@ from tunewise.tasks.chat_template import (
 )
 from tunewise.tasks.generation import (
     GENERATION_METRICS,
-    GENERATION_RULES,
-    GenerationConfig,
     GenerationScoring,
+    GenerativeRunConfig,
     decoding,
     generation_rows,
 )
@@ -131,10 +130,10 @@ def prompt_and_completion_differ(config: CausalLMConfig) -> str | None:
     return None
 
 
-class CausalLMConfig(RunConfig):
+class CausalLMConfig(GenerativeRunConfig):
     """Tune a causal language model on conversations or instructions, or continue its pre-training on text."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, *GENERATION_RULES, prompt_and_completion_differ)
+    rules: ClassVar[tuple[Rule, ...]] = (*GenerativeRunConfig.rules, prompt_and_completion_differ)
 
     task: Literal["causal-lm"] = Field(
         default=NAME,
@@ -146,9 +145,6 @@ class CausalLMConfig(RunConfig):
         "offline), a Hugging Face hub id, or a local folder of any checkpoint AutoModelForCausalLM loads.",
     )
     data: CausalLMData = Field(description="Where the data is, its format and how it becomes tokens.")
-    generation: GenerationConfig = Field(
-        default_factory=GenerationConfig, description="How text is generated at evaluation and by predict."
-    )
 
 
 # ------------------------------------------------------------------------------------------ the task

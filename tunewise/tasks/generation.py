@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,8 @@ from pydantic import Field
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
-from tunewise.config.rules import rule
-from tunewise.config.sections import Section
+from tunewise.config.rules import Rule, rule
+from tunewise.config.sections import RunConfig, Section
 from tunewise.evaluation.generation import baseline_predictions, generation_metrics
 from tunewise.inference import eval_batch_size, predict_logits
 from tunewise.types import EncodedSplit, Outputs, Purpose
@@ -79,7 +79,14 @@ def sampling_settings_need_sampling(config: Any) -> str | None:
     return None
 
 
-GENERATION_RULES = (sampling_settings_need_sampling,)
+class GenerativeRunConfig(RunConfig):
+    """The base of every generative task's config: a run with a `generation:` section and its rules."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (*RunConfig.rules, sampling_settings_need_sampling)
+
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="How text is generated at evaluation and by predict."
+    )
 
 
 def generation_rows(purpose: Purpose, examples: int, settings: GenerationConfig) -> list[int]:

@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 from tunewise.config.rules import Rule, rule
-from tunewise.config.sections import DataConfig, RunConfig
+from tunewise.config.sections import DataConfig
 from tunewise.data.readers import ROW_COLUMN, read_table
 from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, TunewiseError
@@ -35,9 +35,9 @@ from tunewise.evaluation.generation import normalise_whitespace
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
 from tunewise.tasks.generation import (
     GENERATION_METRICS,
-    GENERATION_RULES,
     GenerationConfig,
     GenerationScoring,
+    GenerativeRunConfig,
     decoding,
     generation_rows,
 )
@@ -98,12 +98,11 @@ def freezing_the_backbone_trains_nothing(config: Seq2SeqConfig) -> str | None:
     return None
 
 
-class Seq2SeqConfig(RunConfig):
+class Seq2SeqConfig(GenerativeRunConfig):
     """Learn to write a target text from a source text (translation, summarisation) with an encoder-decoder."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        *RunConfig.rules,
-        *GENERATION_RULES,
+        *GenerativeRunConfig.rules,
         source_and_target_are_two_columns,
         source_and_target_name_the_columns,
         freezing_the_backbone_trains_nothing,
@@ -120,9 +119,6 @@ class Seq2SeqConfig(RunConfig):
         "facebook/bart-base, Helsinki-NLP/opus-mt-en-de, google/mt5-small); no built-in offline name is one.",
     )
     data: Seq2SeqData = Field(description="Where the data is, its source and target columns, and their lengths.")
-    generation: GenerationConfig = Field(
-        default_factory=GenerationConfig, description="How text is generated for evaluation and prediction."
-    )
 
 
 # ------------------------------------------------------------------------------------------ the task
