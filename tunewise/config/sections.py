@@ -337,7 +337,25 @@ class PrivacyConfig(Section):
     dp: DPConfig | None = Field(
         default=None,
         description="Differentially private fine-tuning (DP-SGD with Opacus): per-example clipping, Gaussian "
-        "noise, Poisson-sampled batches. null: ordinary training. Text classification, all strategies.",
+        "noise, Poisson-sampled batches. null: ordinary training. Text classification (all strategies) and "
+        "causal-lm (LoRA; examples one per row, not packed, so each example is one unit of privacy).",
+    )
+    canaries: int = Field(
+        default=0,
+        ge=0,
+        description="Generative tasks: insert this many random secrets of one fixed format ('The secret number is "
+        "123 456 789.') into the training rows (never into your files), and after training measure how far the model "
+        "memorised them: exposure (Carlini et al. 2019) = log2(candidates) - log2(rank among them). 0: no canaries.",
+    )
+    canary_repeats: int = Field(
+        default=1, ge=1, description="How many times each canary is inserted (memorisation grows with repetition)."
+    )
+    extraction_prompts: int = Field(
+        default=100,
+        ge=0,
+        description="Generative tasks: training answers holding personal data (found by the data check's recognizers) "
+        "whose text before it is given to the model, base and fine-tuned, to see how many complete it verbatim; "
+        "at most this many. 0: off.",
     )
 
 

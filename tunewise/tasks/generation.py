@@ -32,6 +32,7 @@ from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
 from tunewise.config.rules import Rule, rule
+from tunewise.config.safety import SafetyConfig, ScreenConfig
 from tunewise.config.sections import RunConfig, Section
 from tunewise.evaluation.generation import baseline_predictions, generation_metrics
 from tunewise.inference import eval_batch_size, predict_logits
@@ -86,6 +87,15 @@ class GenerativeRunConfig(RunConfig):
 
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="How text is generated at evaluation and by predict."
+    )
+    screen: ScreenConfig = Field(
+        default_factory=ScreenConfig,
+        description="The content screen every generated text passes: personal data, blocklists, patterns, and an "
+        "abusive-language classifier.",
+    )
+    safety: SafetyConfig = Field(
+        default_factory=SafetyConfig,
+        description="Red-team prompts answered by the base and the fine-tuned model: refusal rates, and the gate.",
     )
 
 
