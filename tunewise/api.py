@@ -3,6 +3,7 @@
 train(config)         check the data, fine-tune, evaluate, audit, report: the run folder
 check(config)         the data check alone: findings, audit.json, datasheet, redacted copies
 audit_privacy(run)    membership inference against a finished run
+build_guard(data)     train the content screen's abusive-language classifier (Davidson et al.'s tweets)
 load(run)             a fine-tuned model to predict and evaluate with
 """
 
@@ -18,6 +19,7 @@ from transformers.utils import logging as transformers_logging
 from tunewise.audit.findings import Audit
 from tunewise.audit.redact import RedactMode, write_redacted_copies
 from tunewise.config.sections import RunConfig
+from tunewise.jobs import guard as guard_job
 from tunewise.jobs import privacy as privacy_job
 from tunewise.jobs import train as train_job
 from tunewise.jobs.check import TokenView, run_check, token_views, write_check
@@ -83,4 +85,19 @@ def audit_privacy(run_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     return result
 
 
-__all__ = ["CheckResult", "FineTunedModel", "Run", "audit_privacy", "check", "load", "train"]
+def build_guard(
+    data: str | Path,
+    output: str | Path | None = None,
+    max_rows: int | None = guard_job.DEFAULT_MAX_ROWS,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train the screen's abusive-language classifier from Davidson et al.'s labeled_data.csv (MIT; tunewise
+    ships neither its weights nor the data) into `output` (default: the cache, where `screen.classifier: auto`
+    finds it). Returns its guard.json: held-out precision and recall, latency, data sha256 and licence."""
+    transformers_logging.set_verbosity_error()
+    target = Path(output) if output is not None else None
+    return guard_job.build_guard(Path(data), target, max_rows, console=console, overwrite=overwrite)
+
+
+__all__ = ["CheckResult", "FineTunedModel", "Run", "audit_privacy", "build_guard", "check", "load", "train"]

@@ -99,6 +99,15 @@ def predict(
         typer.Option(help="Text to predict for (repeatable): classify, tag, answer; a chat model's user turn."),
     ] = None,
     image: Annotated[list[str] | None, typer.Option(help="Image file to classify (repeatable; image models).")] = None,
+    screen_action: Annotated[
+        str | None,
+        typer.Option(
+            "--screen-action",
+            help="Generative models: what the content screen does with a flagged text, overriding the run's "
+            "screen.action: flag (keep, with reasons), redact (<TAG> spans; abusive texts blocked), block (a fixed "
+            "refusal), or off (no screen).",
+        ),
+    ] = None,
 ) -> None:
     """Predict for a file or folder (--input), or for texts (--text) or image files (--image): labels, tags,
     answers, or generated text."""
@@ -106,7 +115,11 @@ def predict(
 
     if sum(bool(given) for given in (input, text, image)) != 1:
         raise TunewiseError('Give one of --input FILE, one or more --text "...", or one or more --image PATH.')
+    if screen_action not in (None, "flag", "redact", "block", "off"):
+        raise TunewiseError(f"--screen-action must be flag, redact, block or off, not {screen_action!r}.")
     model = load(run)
+    if screen_action is not None:
+        model.set_screen_action(screen_action)
     inline = text or image
     if inline:
         facts = model.facts
@@ -126,6 +139,12 @@ def predict(
     else:
         assert input is not None
         frame = model.predict_file(input)
+    if model.screen_counts:
+        counts = model.screen_counts
+        console.print(
+            f"screen: {counts['flagged']} of {counts['screened']} flagged ({counts['redacted']} redacted, "
+            f"{counts['blocked']} blocked)" + "".join(f"; {name} {n}" for name, n in counts["by_reason"].items())
+        )
     if output is None:
         csv_ready(frame).to_csv(sys.stdout, index=False)
         return
@@ -208,6 +227,55 @@ def audit_privacy_command(
     console.print(privacy_summary(result))
     console.print(f"members: {result['member_data']}\nnon-members: {result['non_member_data']}")
     console.print(f"[green]wrote[/] {run / 'privacy.json'}; report.html and model_card.md updated")
+
+
+guard_app = typer.Typer(help="The content screen's abusive-language classifier.", no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
+
+
+@guard_app.command("build")
+@user_errors
+def guard_build_command(
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Davidson et al.'s labeled_data.csv (github.com/t-davidson/hate-speech-and-offensive-language, MIT): "
+            "columns tweet and class (0 hate, 1 offensive, 2 neither). tunewise does not ship it."
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Run folder for the guard; default: the cache folder that screen.classifier: auto reads."),
+    ] = None,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rows",
+            min=100,
+            help="Train on a stratified sample of this many rows (default 6,000: 6-11 minutes on 2 CPU cores).",
+        ),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all-rows", help="Use all 24,783 rows (roughly four times the default's time).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a guard already built in the output folder.")] = False,
+) -> None:
+    """Train the screen's abusive-language classifier (MiniLM-L6, hate / offensive / neither) with tunewise itself.
+
+    tunewise ships neither its weights (~90 MB) nor the data (not ours to bundle): it is built once, locally."""
+    from tunewise.api import build_guard
+    from tunewise.jobs.guard import DEFAULT_MAX_ROWS
+
+    if all_rows and max_rows is not None:
+        raise TunewiseError("Give one of --max-rows N and --all-rows, not both.")
+    rows = None if all_rows else (max_rows or DEFAULT_MAX_ROWS)
+    record = build_guard(data, output, rows, overwrite=overwrite, console=console)
+    held_out = record["held_out"]
+    console.print(
+        f"[green]guard built[/] in {record['build_seconds']:.0f} s: abusive (hate or offensive) vs neither on "
+        f"{held_out['rows']} held-out rows: precision {held_out['abusive_precision']:.3f}, recall "
+        f"{held_out['abusive_recall']:.3f}; {record['latency_ms_per_text']} ms per text"
+    )
 
 
 @app.command()

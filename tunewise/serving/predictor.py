@@ -18,6 +18,7 @@ from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError
 from tunewise.runs.layout import MODEL_FOLDER
 from tunewise.runs.reader import run_config, run_folder
+from tunewise.serving.screen import Screen, count_verdicts
 from tunewise.tasks import Task, make_task
 from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts
 
@@ -30,6 +31,8 @@ class FineTunedModel:
         self.processor = processor
         self.task = task
         self.config = config
+        self._screen: Screen | None = None
+        self.screen_counts: dict[str, Any] = {}  # the last screened prediction's decisions (count_verdicts)
 
     @property
     def facts(self) -> TaskFacts:
@@ -51,8 +54,37 @@ class FineTunedModel:
         return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The prediction columns; generated texts pass the content screen (`screen:`), which adds
+        `screen_flagged` and `screen_reasons` and applies its action to `generated_text`."""
+        screen = self.screen()  # built (and its classifier checked) before any text is generated
         encoded = self.encode(frame, "predict")
-        return self.task.scoring.present(self.run(encoded), encoded)
+        presented = self.task.scoring.present(self.run(encoded), encoded)
+        if screen is None:
+            return presented
+        verdicts = screen.screen([str(text) for text in presented["generated_text"]])
+        self.screen_counts = count_verdicts(verdicts)
+        presented["generated_text"] = [verdict.text for verdict in verdicts]
+        presented["screen_flagged"] = [verdict.flagged for verdict in verdicts]
+        presented["screen_reasons"] = [verdict.reasons for verdict in verdicts]
+        return presented
+
+    def screen(self) -> Screen | None:
+        """The content screen of a generative run with `screen.enabled`, built once; None for other runs."""
+        settings = getattr(self.config, "screen", None)
+        if not self.facts.capabilities.generation or settings is None or not settings.enabled:
+            return None
+        if self._screen is None:
+            self._screen = Screen.from_config(self.config, load_classifier)
+        return self._screen
+
+    def set_screen_action(self, action: str) -> None:
+        """Screen with another action than the run's config says (flag, redact, block), or not at all (off)."""
+        settings = getattr(self.config, "screen", None)
+        if not self.facts.capabilities.generation or settings is None:
+            raise ConfigError("--screen-action: this model does not generate text, so there is nothing to screen.")
+        update = {"enabled": False} if action == "off" else {"enabled": True, "action": action}
+        self.config = self.config.model_copy(update={"screen": settings.model_copy(update=update)})
+        self._screen = None
 
     def predict_file(self, source: str) -> pd.DataFrame:
         """The input rows (user's columns) followed by the prediction columns."""
@@ -81,11 +113,15 @@ class FineTunedModel:
 
 
 def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
-    """A pipeline-like record: {"label": ..., "score": ..., "probabilities": {name: p}}."""
+    """A pipeline-like record: {"label": ..., "score": ..., "probabilities": {name: p}}; a screened
+    generation's {"generated_text": ..., "screen": {"flagged": ..., "reasons": [...]}}."""
     prediction: dict[str, Any] = {}
     probabilities = {}
+    screen = {}
     for key, value in record.items():
-        if key.startswith("prob_"):
+        if key.startswith("screen_"):
+            screen[key.removeprefix("screen_")] = value
+        elif key.startswith("prob_"):
             probabilities[key.removeprefix("prob_")] = float(value)
         elif key == "predicted_labels":
             prediction["labels"] = [name for name in value.split("|") if name]
@@ -93,6 +129,8 @@ def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
             prediction[key.removeprefix("predicted_")] = value
     if probabilities:
         prediction["probabilities"] = probabilities
+    if screen:
+        prediction["screen"] = screen
     return prediction
 
 
@@ -133,3 +171,9 @@ def load(path: str | Path, device: str | None = None) -> FineTunedModel:
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
     return FineTunedModel(model.to(target), processor, task, config)
+
+
+def load_classifier(run_dir: Path) -> FineTunedModel:
+    """The screen's classifier: on the CPU, where a MiniLM classifies a batch of generations in milliseconds
+    per text and leaves the accelerator to the generating model."""
+    return load(run_dir, device="cpu")
