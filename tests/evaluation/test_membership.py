@@ -216,8 +216,9 @@ def test_members_are_the_rows_training_used_when_validation_is_held_out(tmp_path
 def test_the_same_training_under_dp_leaves_the_attack_near_chance(
     tmp_path_factory: pytest.TempPathFactory, tiny_mean_model_dir: Path
 ) -> None:
-    """The overfit run's data and epochs, trained with DP-SGD at epsilon 1: the attack that found
-    the training rows of the plain run (AUC >= 0.9) is back near 0.5, within what epsilon allows."""
+    """The overfit run's data and epochs, trained with DP-SGD at epsilon 2: the attack that found
+    the training rows of the plain run (AUC >= 0.9) is back near 0.5, within what epsilon allows.
+    (Epsilon 1 on 24 rows needs noise that drowns every step, which preparation now refuses.)"""
     folder = tmp_path_factory.mktemp("private")
     data = {
         "train": write_csv(folder / "train.csv", random_label_rows(24, seed=11)),
@@ -229,9 +230,9 @@ def test_the_same_training_under_dp_leaves_the_attack_near_chance(
         tiny_mean_model_dir,
         data,
         train={"epochs": 60, "batch_size": 8, "early_stopping": None},
-        privacy={"dp": {"epsilon": 1.0}},
+        privacy={"dp": {"epsilon": 2.0}},
     )
     run = tunewise.train(config, show_progress=False)
     result = read_privacy(run.run_dir)  # audited at the end of training
     assert result["auc_ci95"][0] < 0.5 < result["auc_ci95"][1] and result["auc"] < 0.7, result["auc_ci95"]
-    assert result["epsilon"] <= 1.0 and result["within_dp_bound"] is True
+    assert result["epsilon"] <= 2.0 and result["within_dp_bound"] is True

@@ -9,6 +9,11 @@ parts that make it so:
 - **Per-example gradients.** Opacus's GradSampleModule computes them; Hugging Face models must get
   per-row `position_ids` and `token_type_ids`, or the position and token-type embeddings see one
   shared row and their per-example gradients are wrong (`collate(..., per_row_positions=True)`).
+- **Per-example losses.** Clipping bounds each example's share of the update only if the batch's
+  loss is a sum of terms that each depend on one example alone. A language model's own loss is the
+  mean over every target token of the batch, so an example's weight would depend on the others'
+  token counts; token-level labels are therefore scored as the mean over rows of each row's mean
+  token loss (`per_example_loss`).
 - **Noise for the budget.** The noise multiplier is the smallest that keeps all planned steps
   within (epsilon, delta) by the configured accountant (`tunewise.training.accounting`, planned
   once in preparation); the spent epsilon is computed from the steps actually taken.
@@ -28,7 +33,7 @@ from torch import nn
 from tunewise.errors import ConfigError
 from tunewise.inference import collate
 from tunewise.training.accounting import PrivacyPlan
-from tunewise.types import EncodedSplit
+from tunewise.types import LABEL_PAD, EncodedSplit
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, plan: PrivacyPlan, batch_size: int):
@@ -78,7 +83,7 @@ def private_backward(
     for number, piece in enumerate(pieces):
         batch = collate(split, piece, per_row_positions=True, token_types=token_types)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
-        loss = model(**batch).loss
+        loss = per_example_loss(model, batch)
         with warnings.catch_warnings():  # the embeddings' inputs are token ids, which never need a gradient
             warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
             loss.backward()
@@ -88,3 +93,31 @@ def private_backward(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     return total / len(indices)
+
+
+def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's loss as the mean over rows of a loss that depends on that row alone.
+
+    One target per row (classification, regression, multi-label's row of floats): the model's own
+    mean already is that. Token-level targets (integer labels, one per token): each row's mean loss
+    over its own target tokens, then the mean over rows; a decoder-only model predicts the next token,
+    so its logits are shifted by one against the labels, as its own loss does."""
+    labels = batch["labels"]
+    if labels.ndim < 2 or labels.is_floating_point():
+        return model(**batch).loss
+    logits = model(**{name: tensor for name, tensor in batch.items() if name != "labels"}).logits.float()
+    if predicts_next_token(model):
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    losses = nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=LABEL_PAD, reduction="none")
+    targets = (labels != LABEL_PAD).sum(dim=1).clamp(min=1)
+    return (losses.sum(dim=1) / targets).mean()
+
+
+def predicts_next_token(model: nn.Module) -> bool:
+    """A decoder-only generative model: its logit at position t scores the token at t + 1. Asked of
+    the outermost transformers model inside Opacus's and peft's wrappers (which do not all pass
+    attributes on), never of the task."""
+    from transformers import PreTrainedModel
+
+    inner = next((module for module in model.modules() if isinstance(module, PreTrainedModel)), None)
+    return inner is not None and inner.can_generate() and not inner.config.is_encoder_decoder

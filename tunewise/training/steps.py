@@ -27,7 +27,7 @@ WHOLE_MODEL_COMPILE_STEPS = 3000  # below this, compiling block by block starts 
 
 
 class Steps(Protocol):
-    model: nn.Module  # the wrapped model: what training and the evaluations during training call
+    model: nn.Module  # what the evaluations during training call (Accelerate's wrapper; the bare model under DP)
     optimizer: Any  # the optimizer to step (wrapped by Accelerate or Opacus)
 
     def bare(self) -> nn.Module:
@@ -118,7 +118,9 @@ class PlainSteps:
 
 
 class PrivateSteps:
-    """Opacus's hooks and optimizer replace Accelerate's wrappers: one process, fp32."""
+    """Opacus's hooks and optimizer replace Accelerate's wrappers: one process, fp32. Training calls the
+    GradSampleModule; evaluations call the model itself, which keeps every method scoring needs (a
+    language model's `generate`, its output embeddings), while the hooks record nothing outside training."""
 
     def __init__(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, train: EncodedSplit, settings: TrainingSettings,
@@ -126,19 +128,20 @@ class PrivateSteps:
     ):  # fmt: skip
         assert settings.privacy is not None
         self.plan = settings.privacy
-        self.model, self.optimizer = make_private(model.to(device), optimizer, self.plan, settings.batch_size)
+        self.model = model.to(device)
+        self.private, self.optimizer = make_private(self.model, optimizer, self.plan, settings.batch_size)
         self.train_split, self.settings, self.device = train, settings, device
         self.batches_per_epoch = batches_per_process(len(train), settings.batch_size, 1)
 
     def bare(self) -> nn.Module:
-        return self.model._module
+        return self.model
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         rows, seed = len(self.train_split), self.settings.seed
         return poisson_batches(rows, self.plan.sample_rate, self.batches_per_epoch, seed, epoch)
 
     def backward(self, indices: np.ndarray) -> torch.Tensor:
-        return private_backward(self.model, self.optimizer, self.train_split, indices, self.device, self.plan)
+        return private_backward(self.private, self.optimizer, self.train_split, indices, self.device, self.plan)
 
     def clip(self) -> None:
         """DP-SGD clips each example's gradient in the optimizer step instead."""
@@ -147,10 +150,10 @@ class PrivateSteps:
         return {"epsilon": self.plan.spent(step)}
 
     def finish(self) -> None:
-        self.model.remove_hooks()  # evaluation and saving after training need no per-example gradients
+        self.private.remove_hooks()  # evaluation and saving after training need no per-example gradients
 
     def train(self) -> None:
-        self.model.train()
+        self.private.train()
 
 
 def make_steps(
