@@ -21,6 +21,9 @@ import pytest
 
 # Two cores are often shared with other jobs; spinning OpenMP workers then slow small ops a hundredfold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# no test may reach a model or dataset hub: offline, a hub name fails at once instead of retrying for ~40 s
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # One torch thread: the tiny models are far too small to gain from more, and it keeps timings steady.
 UNIT_TEST_THREADS = 1
 

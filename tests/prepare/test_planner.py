@@ -263,8 +263,12 @@ def test_a_causal_lm_plan_has_no_auto_left(tmp_path: Path, tiny_gpt2_dir: Path) 
         "train": write_jsonl(tmp_path / "train.jsonl", story_rows(40, seed=1)),
         "test": write_jsonl(tmp_path / "test.jsonl", story_rows(10, seed=2)),
     }
-    config = make_config(tmp_path, tiny_gpt2_dir, {**data, **AUTO_DATA}, task="causal-lm", **ALL_AUTO)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "tell me a secret"}])
+    config = make_config(
+        tmp_path, tiny_gpt2_dir, {**data, **AUTO_DATA}, task="causal-lm", safety={"prompts": prompts}, **ALL_AUTO
+    )
     plan = prepare(tunewise.load_config(config))
+    assert plan.config.safety.prompt_column == "prompt" and plan.config.screen.flag_labels == []
     assert set(autos(plan.config.model_dump(mode="json"))) <= STILL_AUTO
     assert autos(plan.requested.model_dump(mode="json"))  # what the user asked for is kept as asked
     assert not (tmp_path / "run").exists()  # preparing writes nothing

@@ -164,7 +164,9 @@ def test_causal_lm_run_gets_a_report_and_a_card(causal_lm_run: Path) -> None:
     assert "Fairness was not measured: tunewise measures it for single-label classification" in page
     assert all(section in card for section in MITCHELL_SECTIONS)
     assert "the author left this empty (config `card.intended_use`)" in card
-    assert "Perplexity measures fit to held-out text" in card and "not evaluated for toxicity or bias" in card
+    assert "Perplexity measures fit to held-out text" in card
+    assert "the red team and the content screen (see Safety)" in card
+    assert "Safety before and after fine-tuning: not measured" in card and "<h2>Memorisation</h2>" in page
     assert "test: base model" in page  # the pretrained model scored beside the fine-tuned one
 
 

@@ -316,9 +316,13 @@ def test_the_saved_model_generates_in_plain_transformers_as_the_run_did(t5_run) 
         output = model.generate(**tokenizer(source, return_tensors="pt"))  # the saved generation_config only
         assert tokenizer.decode(output[0], skip_special_tokens=True) == generated
     loaded = tunewise.load(t5_run.run_dir, device="cpu")
-    assert loaded.predict(list(predictions["source"][:2])) == [
-        {"generated_text": g} for g in predictions["generated_text"][:2]
-    ]
+    assert (
+        loaded.predict(list(predictions["source"][:2]))
+        == [  # screened: nothing personal or blocklisted
+            {"generated_text": g, "screen": {"flagged": False, "reasons": []}}
+            for g in predictions["generated_text"][:2]
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -355,7 +359,7 @@ def test_lora_and_full_fine_tuning_train_and_save_a_plain_model(
     output = model.generate(**tokenizer("the film was very good today", return_tensors="pt"))
     assert 1 < output.shape[1] <= 1 + 8  # the decoder start token, then at most max_new_tokens
     predictions = tunewise.load(run.run_dir, device="cpu").predict(["the film was very good today", "our trip was bad"])
-    assert len(predictions) == 2 and all(list(p) == ["generated_text"] for p in predictions)
+    assert len(predictions) == 2 and all(list(p) == ["generated_text", "screen"] for p in predictions)
     assert all(isinstance(p["generated_text"], str) for p in predictions)
 
 
@@ -498,3 +502,31 @@ def test_example_config_loads() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "examples" / "bbc_news_summary.yaml")
     assert config.task == "seq2seq" and config.data.prefix == "summarize: "
     assert (config.data.source_column, config.data.target_column) == ("article", "summary")
+
+
+def test_a_seq2seq_run_answers_the_red_team_and_ranks_its_canaries(tmp_path: Path, models, review_data) -> None:
+    """The safety and memorisation audits reach an encoder-decoder through the same task piece: sources with
+    the prefix for the red team, decoder-side log-likelihoods for the canaries, a forced decoder prefix for
+    personal data."""
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": row["source"]} for row in review_rows(6, seed=9)])
+    rows = review_rows(120, seed=1) + [
+        {"source": "the film was good", "target": f"write to a{i}@example.com today"} for i in range(6)
+    ]
+    files = {**review_data, "train": write_jsonl(tmp_path / "train.jsonl", rows)}
+    config = seq2seq_config(
+        tmp_path,
+        models["t5"],
+        files,
+        train={"epochs": 3},
+        screen={"classifier": None},
+        safety={"prompts": prompts, "max_new_tokens": 8},
+        privacy={"canaries": 2, "canary_repeats": 20},
+    )
+    tunewise.train(config, show_progress=False)
+    run = Path(config["output_dir"])
+    red_team = read_json(run / "safety.json")["red_team"]
+    assert red_team["prompts"] == 6 and red_team["status"] in ("pass", "warn", "fail")
+    memorised = read_json(run / "memorisation.json")
+    canaries = memorised["canaries"]
+    assert canaries["inserted"]["mean_exposure"] > canaries["reference"]["mean_exposure"]
+    assert memorised["extraction"]["prompts"] == 6

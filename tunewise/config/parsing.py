@@ -156,15 +156,26 @@ def has_field(model: type[BaseModel], dotted: str) -> bool:
     return parent is not None and name in parent.model_fields
 
 
+# the fields that name files or folders: a relative one that exists only beside the YAML file points there
+PATH_FIELDS = (
+    ("data", "train"),
+    ("data", "validation"),
+    ("data", "test"),
+    ("safety", "prompts"),
+    ("screen", "classifier"),
+)
+
+
 def resolve_data_paths(config: RunConfig, base_dir: Path) -> None:
     """Make relative data paths that only exist beside the YAML file point there."""
-    for split in ("train", "validation", "test"):
-        value = getattr(config.data, split)
-        if value is None or value.startswith("hf:") or Path(value).is_absolute() or Path(value).exists():
+    for section_name, field in PATH_FIELDS:
+        section = getattr(config, section_name, None)
+        value = getattr(section, field, None)
+        if not isinstance(value, str) or value.startswith("hf:") or Path(value).is_absolute() or Path(value).exists():
             continue
         beside = base_dir / value
         if beside.exists():
-            setattr(config.data, split, os.path.normpath(beside))
+            setattr(section, field, os.path.normpath(beside))
 
 
 def dump_config(config: RunConfig) -> str:

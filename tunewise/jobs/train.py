@@ -31,6 +31,7 @@ from tunewise.evaluation.metrics import format_metrics_table
 from tunewise.jobs.check import check_before_training, write_check
 from tunewise.jobs.fairness import fairness_summary, measure_fairness
 from tunewise.jobs.privacy import audit_membership, privacy_summary, write_privacy
+from tunewise.jobs.safety import base_model_safety, safety_audit, screen_generations
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.prepare import Plan, prepare
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
@@ -137,6 +138,10 @@ def train(
     if plan.facts.capabilities.zero_shot:
         with clock.stage("base_model_evaluation"):
             base = base_model_scores(plan, model)
+    before = None
+    if plan.safety is not None:  # the same prompts for the base model now, the fine-tuned one after training
+        with clock.stage("base_model_safety"):
+            before = base_model_safety(plan, model)
 
     # --- train ---
     def evaluate(model_to_score: nn.Module, split: Any) -> tuple[dict[str, Any], Outputs]:
@@ -167,6 +172,10 @@ def train(
     scored = result.best_outputs if not merged and settings.mixed_precision == "no" else None
     with clock.stage("final_evaluation"):
         metrics, outputs, predictions = final_evaluation(plan, model, scored, base)
+    screen = None
+    if plan.safety is not None and writer:
+        with clock.stage("screen"):
+            screen, predictions = screen_generations(plan, metrics, outputs, predictions, console)
     if not writer:
         fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
         return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
@@ -179,6 +188,9 @@ def train(
             write_json(plan.run_dir / FAIRNESS_FILE, fairness)
         console.print(fairness_summary(fairness))
     privacy_record = settings.privacy.record(result.state.step) if settings.privacy is not None else None
+    if plan.safety is not None and before is not None:
+        with clock.stage("safety_audit"):
+            safety_audit(plan, model, screen, before, privacy_record, console)
     if plan.facts.capabilities.membership_inference:
         with clock.stage("privacy_audit"):
             leakage = privacy_audit(plan, model, privacy_record, outputs, console)

@@ -11,6 +11,7 @@ import pandas as pd
 from tunewise.audit.duplicates import Leak
 from tunewise.config.sections import RunConfig
 from tunewise.errors import TunewiseError
+from tunewise.prepare.safety import SafetyPlan
 from tunewise.tasks import Task
 from tunewise.training.settings import TrainingSettings
 from tunewise.types import CheckpointHints, EncodedSplit, ModelSource, Processor, TaskFacts
@@ -74,6 +75,7 @@ class Plan:
     model: ModelPlan
     run_dir: Path
     training: TrainingPlan | None = None  # set for training
+    safety: SafetyPlan | None = None  # generative tasks: the red-team prompts and the canaries
 
     @property
     def seed(self) -> int:
@@ -94,6 +96,8 @@ class Plan:
         }
         if self.data.members is not None and self.data.training_rows is not None:
             record["rows"]["train"] = len(self.data.training_rows)
+        if self.safety is not None and self.safety.canaries is not None:
+            record["canary_rows"] = len(self.safety.canaries.training_pairs())
         if self.training is not None:
             settings = self.training.settings
             record.update(

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from accelerate import PartialState
 
+from tunewise.config.safety import ADVBENCH_HUB
 from tunewise.config.sections import RunConfig
 from tunewise.data.augmentation import group_label_weights
 from tunewise.errors import TunewiseError
@@ -29,8 +31,11 @@ from tunewise.prepare import defaults
 from tunewise.prepare.data import prepare_data
 from tunewise.prepare.plan import ModelPlan, Plan, PreparedData, TrainingPlan
 from tunewise.prepare.rules import check_task_rules, raise_all
+from tunewise.prepare.safety import SafetyPlan, plan_safety, resolve_safety, without_trained_prompts
+from tunewise.prepare.screen import screen_problems
 from tunewise.runs.guard import check_output_dir, check_run_dir
-from tunewise.tasks import Task, make_task
+from tunewise.tasks import Task, make_task, text_generation
+from tunewise.tasks.generation import GenerativeRunConfig
 from tunewise.training.accounting import plan_privacy
 from tunewise.training.batching import balanced_class_weights
 from tunewise.training.optim import steps_per_epoch
@@ -53,11 +58,28 @@ def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False) ->
         requested = config.model_dump(mode="json")
         _collect(problems, check_run_dir, run_dir, requested, data.fingerprints, overwrite, resume)
     model = _collect(problems, prepare_model, task, config, _train_rows(data))
+    safety = _collect(problems, prepare_safety, config, task, data) if isinstance(config, GenerativeRunConfig) else None
     raise_all(problems)
     assert model is not None
     resolved = task.data.resolve(resolve_config(config, facts, model))
-    plan = Plan(config, resolved, task, facts, data, model, run_dir)
+    if safety is not None:
+        resolved = resolve_safety(resolved, safety)
+    plan = Plan(config, resolved, task, facts, data, model, run_dir, safety=safety)
     return _with_training(plan)
+
+
+def prepare_safety(config: GenerativeRunConfig, task: Task, data: PreparedData) -> SafetyPlan:
+    """The red-team prompts (less those training holds) and the canaries, with the screen's classifier
+    checked: every problem at once."""
+    problems = screen_problems(config.screen)
+    try:
+        safety = plan_safety(config, config.safety, ADVBENCH_HUB)
+    except TunewiseError as error:
+        problems.append(error)
+    raise_all(problems)
+    if data.members is None:  # the training file did not read: its problem is reported with the others
+        return safety
+    return without_trained_prompts(safety, [prompt for prompt, _ in text_generation(task).answers(data.members)])
 
 
 def prepare_check(config: RunConfig) -> Plan:
@@ -117,7 +139,7 @@ def _with_training(plan: Plan) -> Plan:
         for split, frame in data.frames.items()
         if split != "train"
     }
-    encoded["train"] = plan.task.data.encode(data.training_rows, processor, max_length, "train", cache)
+    encoded["train"] = plan.task.data.encode(_with_canaries(plan), processor, max_length, "train", cache)
     encode_seconds = time.perf_counter() - started
     settings = training_settings(plan, encoded["train"], device_type, processes)
     resolved = resolve_config(
@@ -136,7 +158,19 @@ def _with_training(plan: Plan) -> Plan:
     training = TrainingPlan(
         {name: encoded[name] for name in data.frames}, settings, device_type, processes, round(encode_seconds, 2)
     )
-    return Plan(plan.requested, resolved, plan.task, plan.facts, data, model, plan.run_dir, training)
+    return Plan(plan.requested, resolved, plan.task, plan.facts, data, model, plan.run_dir, training, plan.safety)
+
+
+def _with_canaries(plan: Plan) -> pd.DataFrame:
+    """The rows training learns from, with privacy.canaries' secrets inserted as rows of the task's own form
+    (never into the user's files, nor into the frames the data check and the privacy audit read)."""
+    rows = plan.data.training_rows
+    assert rows is not None
+    canaries = plan.safety.canaries if plan.safety is not None else None
+    if canaries is None:
+        return rows
+    inserted = text_generation(plan.task).examples(canaries.training_pairs())
+    return pd.concat([rows, inserted], ignore_index=True)
 
 
 def examples_per_row(split: EncodedSplit) -> float:

@@ -41,7 +41,9 @@ def balance_needs_classes(config: RunConfig, facts: TaskFacts, frames: dict) -> 
 def dp_is_supported(config: RunConfig, facts: TaskFacts, frames: dict) -> TunewiseError | None:
     if config.privacy.dp is None or facts.capabilities.private_training:
         return None
-    return ConfigError(f"privacy.dp supports text-classification for now, not {facts.name}; remove privacy.dp.")
+    return ConfigError(
+        f"privacy.dp supports text-classification and causal-lm (LoRA) for now, not {facts.name}; remove privacy.dp."
+    )
 
 
 def fairness_settings_apply(config: RunConfig, facts: TaskFacts, frames: dict) -> TunewiseError | None:
@@ -86,6 +88,16 @@ def group_column_is_in_the_data(config: RunConfig, facts: TaskFacts, frames: dic
     return None
 
 
+def canaries_need_generation(config: RunConfig, facts: TaskFacts, frames: dict) -> TunewiseError | None:
+    """Canaries are secrets in generated text: only a model that writes text can give them away."""
+    if not config.privacy.canaries or facts.capabilities.generation:
+        return None
+    return ConfigError(
+        f"privacy.canaries measure what a text-generating model memorised; a {facts.name} model does not generate "
+        "text. Set privacy.canaries: 0 (the membership-inference audit measures what a classifier leaks)."
+    )
+
+
 TASK_RULES: tuple[TaskRule, ...] = (
     selection_metric_is_reported,
     balance_needs_classes,
@@ -93,6 +105,7 @@ TASK_RULES: tuple[TaskRule, ...] = (
     fairness_settings_apply,
     positive_label_is_a_label,
     group_column_is_in_the_data,
+    canaries_need_generation,
 )
 
 

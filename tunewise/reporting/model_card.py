@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, RunFacts, read_run, run_date
+from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, SAFETY_NOT_RUN, RunFacts, read_run, run_date
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
@@ -23,8 +23,11 @@ from tunewise.reporting.tables import (
     fmt,
     generations_table,
     json_tables,
+    memorisation_tables,
     metrics_table,
     per_class_table,
+    safety_tables,
+    safety_verdict,
 )
 from tunewise.runs.layout import CALIBRATION_PLOT, CARD_FILE, LOSS_PLOT
 
@@ -329,6 +332,14 @@ def _ethics(facts: RunFacts) -> str:
     else:
         parts += [md_table(t) for t in json_tables(facts.privacy, "privacy audit")]
     parts += [md_table(t) for t in dp_tables(facts)]
+    if facts.can("generation"):
+        parts.append("**Memorisation**")
+        tables = memorisation_tables(facts)
+        parts += [md_table(t) for t in tables] or ["Not measured: there is no memorisation.json in the run folder."]
+        parts.append("**Safety**")
+        verdict = safety_verdict(facts)
+        parts.append(verdict or SAFETY_NOT_RUN)
+        parts += [md_table(t) for t in safety_tables(facts)]
     return "\n\n".join(parts)
 
 
@@ -362,8 +373,12 @@ def _caveats(facts: RunFacts) -> str:
                 if scored
                 else "Perplexity measures fit to held-out text like the training data only"
             )
-            + "; it was not evaluated for toxicity or bias. Review generations before any use."
+            + "; the red team and the content screen (see Safety) catch refusal erosion and flagged text, not every "
+            "harm. Review generations before any use."
         )
+        verdict = safety_verdict(facts)
+        if verdict is not None and verdict.startswith(("Safety gate FAIL", "Safety gate WARN")):
+            items.append(verdict)
     if facts.record.get("stopped_early"):
         items.append(f"Training stopped early; the model is the one from step {fmt(facts.record.get('best_step'))}.")
     summary = (facts.audit or {}).get("summary") or {}

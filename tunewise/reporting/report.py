@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from tunewise.reporting.plots import plot_calibration, plot_loss_curve, plt
-from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, RunFacts, read_run, run_date
+from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, SAFETY_NOT_RUN, RunFacts, read_run, run_date
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
@@ -27,11 +27,14 @@ from tunewise.reporting.tables import (
     fmt,
     generations_table,
     json_tables,
+    memorisation_tables,
     metrics_table,
     number,
     numeric_columns,
     per_class_table,
     run_facts_tables,
+    safety_tables,
+    safety_verdict,
     scalar_metrics,
 )
 from tunewise.runs.layout import CALIBRATION_PLOT, CONFIG_FILE, LOSS_PLOT, PREDICTIONS_FILE, REPORT_FILE
@@ -141,6 +144,7 @@ def write_report(run_dir: Path) -> Path:
         *_audit(facts),
         *_optional_json(facts.privacy, "Privacy", PRIVACY_NOT_RUN, bars=False),
         *[html_table(t) for t in dp_tables(facts)],
+        *_safety(facts),
         *_run_facts(facts),
     ]
     page = (
@@ -242,6 +246,20 @@ def _optional_json(payload: Any, heading: str, absent: str, bars: bool) -> list[
         if bars and plotted < MAX_GROUP_PLOTS and (png := group_bars(table)) is not None:
             parts.append(_figure_bytes(png, f"{table.title}: by group"))
             plotted += 1
+    return parts
+
+
+def _safety(facts: RunFacts) -> list[str]:
+    """Generative runs: the safety gate and its red team, the content screen, and what the model memorised."""
+    if not facts.can("generation"):
+        return []
+    verdict = safety_verdict(facts)
+    status = str((facts.safety or {}).get("red_team", {}).get("status", "")) if isinstance(facts.safety, dict) else ""
+    parts = ["<h2>Safety</h2>", f"<p class='{escape(status)}'>{escape(verdict or SAFETY_NOT_RUN)}</p>"]
+    parts += [html_table(table) for table in safety_tables(facts)]
+    parts.append("<h2>Memorisation</h2>")
+    tables = memorisation_tables(facts)
+    parts += [html_table(table) for table in tables] or ["<p>Not measured: there is no memorisation.json.</p>"]
     return parts
 
 

@@ -22,9 +22,11 @@ from tunewise.runs.layout import (
     CONFIG_FILE,
     FAIRNESS_FILE,
     HISTORY_FILE,
+    MEMORISATION_FILE,
     METRICS_FILE,
     PRIVACY_FILE,
     RUN_FILE,
+    SAFETY_FILE,
 )
 from tunewise.runs.reader import finished_run, read_json
 
@@ -48,6 +50,8 @@ class RunFacts:
     audit: dict[str, Any] | None
     fairness: Any | None
     privacy: Any | None
+    safety: Any | None = None  # generative runs: the red team before and after, the screen
+    memorisation: Any | None = None  # generative runs: canary exposure, personal-data extraction
 
     @property
     def task(self) -> str:
@@ -110,6 +114,13 @@ class RunFacts:
         )
 
 
+SAFETY_NOT_RUN = (
+    "No safety check ran on this run (there is no safety.json): nothing here measures whether fine-tuning changed "
+    "how the model answers harmful requests. Generative runs answer red-team prompts before and after training "
+    "(config `safety.prompts`)."
+)
+
+
 def read_run(run_dir: Path) -> RunFacts:
     """Read a finished run folder; a folder that is not one (yet) is a DataError that says what to do."""
     run_dir = finished_run(Path(run_dir))
@@ -127,6 +138,8 @@ def read_run(run_dir: Path) -> RunFacts:
         audit=read_json(run_dir / AUDIT_FILE),
         fairness=read_json(run_dir / FAIRNESS_FILE),
         privacy=read_json(run_dir / PRIVACY_FILE),
+        safety=read_json(run_dir / SAFETY_FILE),
+        memorisation=read_json(run_dir / MEMORISATION_FILE),
     )
 
 

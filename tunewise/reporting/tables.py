@@ -82,7 +82,8 @@ def generations_table(facts: RunFacts, limit: int = GENERATION_EXAMPLES) -> Tabl
     return Table(f"Generations (first {len(rows)} test rows)", [header.get(c, c) for c in columns], rows)
 
 
-def _clip(text: str, limit: int = 400) -> str:
+def _clip(value: Any, limit: int = 400) -> str:
+    text = str(value or "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -176,6 +177,119 @@ def dp_tables(facts: RunFacts) -> list[Table]:
     if "privacy" in facts.config and not facts.section("privacy").get("dp"):
         return [Table("Differentially private training", ["fact", "value"], [["DP-SGD", "no (privacy.dp: null)"]])]
     return []
+
+
+def safety_verdict(facts: RunFacts) -> str | None:
+    """The red-team gate in one line (PASS / WARN / FAIL and why), or why it was not measured."""
+    safety = facts.safety if isinstance(facts.safety, dict) else None
+    if safety is None:
+        return None
+    red_team = safety.get("red_team")
+    if not isinstance(red_team, dict):
+        return (
+            f"Safety before and after fine-tuning: not measured - {safety.get('not_measured', 'no red-team prompts')}."
+        )
+    return (
+        f"Safety gate {str(red_team.get('status', '')).upper()}: {red_team.get('reason', '')} "
+        f"({fmt(red_team.get('prompts'))} red-team prompts from {red_team.get('source')}; refusal = "
+        f"{red_team.get('refusal_measure')})."
+    )
+
+
+def safety_tables(facts: RunFacts) -> list[Table]:
+    """The red team before and after (refusal, flagged and abusive rates), a few answers side by side, and what
+    the content screen is made of and found on the test generations."""
+    safety = facts.safety if isinstance(facts.safety, dict) else {}
+    tables = []
+    red_team = safety.get("red_team")
+    if isinstance(red_team, dict):
+        base, tuned, change = red_team.get("base_model", {}), red_team.get("fine_tuned", {}), red_team.get("change", {})
+        rows = [
+            [label, base.get(key), tuned.get(key), change.get(key)]
+            for key, label in (
+                ("refusal_rate", "refusal rate (%)"),
+                ("flagged_rate", "flagged by the screen (%)"),
+                ("abusive_rate", "abusive (classifier, %)"),
+            )
+        ]
+        tables.append(Table("Red team: base model and fine-tuned", ["", "base model", "fine-tuned", "change"], rows))
+        examples = [
+            [_clip(e.get("prompt")), _clip(e.get("base")), _clip(e.get("fine_tuned"))]
+            for e in red_team.get("examples", [])
+        ]
+        if examples:
+            tables.append(
+                Table("Red-team answers (as the screen left them)", ["prompt", "base model", "fine-tuned"], examples)
+            )
+    screen = safety.get("screen")
+    if isinstance(screen, dict):
+        rows = [[key, value] for key, value in screen.items() if not isinstance(value, dict)]
+        classifier = screen.get("classifier")
+        if isinstance(classifier, dict):
+            rows += [[f"classifier {key}", value] for key, value in classifier.items()]
+        tables.append(Table("Content screen", ["fact", "value"], rows))
+    counts = [
+        [
+            split,
+            *[scores["screen"].get(k) for k in ("screened", "flagged", "redacted", "blocked")],
+            scores["screen"].get("by_reason"),
+        ]
+        for split, scores in facts.metrics.items()
+        if isinstance(scores.get("screen"), dict)
+    ]
+    if counts:
+        tables.append(
+            Table(
+                "Screen decisions on the evaluation's generations",
+                ["split", "screened", "flagged", "redacted", "blocked", "reasons"],
+                counts,
+            )
+        )
+    return tables
+
+
+def memorisation_tables(facts: RunFacts) -> list[Table]:
+    """Canary exposure (inserted beside the never-inserted reference) and personal data completed verbatim."""
+    memorised = facts.memorisation if isinstance(facts.memorisation, dict) else {}
+    tables = []
+    canaries = memorised.get("canaries")
+    if isinstance(canaries, dict):
+        inserted, reference = canaries.get("inserted", {}), canaries.get("reference", {})
+        rows = [
+            [
+                "inserted into training",
+                canaries.get("count"),
+                inserted.get("mean_exposure"),
+                inserted.get("max_exposure"),
+            ],
+            [
+                "reference (never inserted)",
+                canaries.get("count"),
+                reference.get("mean_exposure"),
+                reference.get("max_exposure"),
+            ],
+        ]
+        title = (
+            f"Canary exposure in bits (Carlini et al. 2019): {fmt(canaries.get('repeats'))} insertion(s) each, "
+            f"{canaries.get('format')!r}; maximum {fmt(canaries.get('max_exposure_possible'))}, chance about "
+            f"{fmt(canaries.get('chance_exposure'))}"
+        )
+        tables.append(Table(title, ["canaries", "count", "mean exposure", "max exposure"], rows))
+    extraction = memorised.get("extraction")
+    if isinstance(extraction, dict):
+        rows = [
+            ["base model", extraction.get("prompts"), extraction.get("base_model_verbatim_rate")],
+            ["fine-tuned", extraction.get("prompts"), extraction.get("fine_tuned_verbatim_rate")],
+        ]
+        tables.append(
+            Table(
+                "Personal data in training answers, completed verbatim (%)", ["model", "prompts", "verbatim (%)"], rows
+            )
+        )
+    notes = [[key, value] for key, value in memorised.items() if key.endswith("note") or key == "not_measured"]
+    if notes:
+        tables.append(Table("Memorisation notes", ["", "note"], notes))
+    return tables
 
 
 def run_facts_tables(facts: RunFacts) -> list[Table]:

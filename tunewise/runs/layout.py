@@ -9,6 +9,9 @@ HISTORY_FILE = "history.jsonl"
 PREDICTIONS_FILE = "predictions.csv"
 FAIRNESS_FILE = "fairness.json"
 PRIVACY_FILE = "privacy.json"
+SAFETY_FILE = "safety.json"  # generative runs: the red team before and after, the screen's counts
+RED_TEAM_FILE = "red_team.jsonl"  # every red-team prompt with both answers, as the screen left them
+MEMORISATION_FILE = "memorisation.json"  # generative runs: canary exposure, personal-data extraction
 REPORT_FILE = "report.html"
 CARD_FILE = "model_card.md"
 MODEL_FOLDER = "model"  # loads with from_pretrained
@@ -32,6 +35,9 @@ ARTIFACTS = (
     PREDICTIONS_FILE,
     FAIRNESS_FILE,
     PRIVACY_FILE,
+    SAFETY_FILE,
+    RED_TEAM_FILE,
+    MEMORISATION_FILE,
     REPORT_FILE,
     CARD_FILE,
     RUN_FILE,

@@ -15,7 +15,8 @@ from typing import Any
 
 from tunewise.config.parsing import parse_config
 from tunewise.config.sections import RunConfig
-from tunewise.tasks.base import Task, TaskData, TaskModel, TaskScoring
+from tunewise.errors import ConfigError
+from tunewise.tasks.base import Task, TaskData, TaskModel, TaskScoring, TextGeneration
 from tunewise.tasks.causal_lm import CausalLMConfig, CausalLMTask
 from tunewise.tasks.image_classification import ImageClassificationConfig, ImageClassificationTask
 from tunewise.tasks.question_answering import QuestionAnsweringConfig, QuestionAnsweringTask
@@ -50,6 +51,15 @@ def make_task(config: RunConfig) -> Task:
     return TASKS[config.task].build(config)
 
 
+def text_generation(task: Task) -> TextGeneration:
+    """The generation piece of a task whose capabilities say it generates text (`task.generation`)."""
+    facts = task.facts()
+    piece = getattr(task, "generation", None)
+    if not facts.capabilities.generation or piece is None:
+        raise ConfigError(f"a {facts.name} model does not generate text; this audit applies to generative tasks.")
+    return piece
+
+
 __all__ = [
     "CONFIG_CLASSES",
     "TASKS",
@@ -58,6 +68,8 @@ __all__ = [
     "TaskEntry",
     "TaskModel",
     "TaskScoring",
+    "TextGeneration",
     "load_config",
     "make_task",
+    "text_generation",
 ]

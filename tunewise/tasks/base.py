@@ -15,9 +15,11 @@ drifts from its Protocol fails in CI, not in a user's run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -107,6 +109,44 @@ class TaskScoring(Protocol):
 
     def present(self, outputs: Outputs, split: EncodedSplit) -> pd.DataFrame:
         """Human-readable predictions, one row per input row of the frame that was encoded."""
+        ...
+
+
+class TextGeneration(Protocol):
+    """What a generative task (capability `generation`) adds for the safety and memorisation audits:
+    examples it did not read from the user's files (canaries), the trained answer of each row, how
+    likely the model finds an answer, how it continues one, and how it answers plain requests."""
+
+    def examples(self, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        """(prompt, answer) pairs as rows of the training frame's form, ready for `data.encode`."""
+        ...
+
+    def answers(self, frame: pd.DataFrame) -> list[tuple[str, str]]:
+        """Each row's prompt as text and the answer the model is trained to give (the last, for conversations)."""
+        ...
+
+    def answer_log_likelihoods(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int
+    ) -> np.ndarray:
+        """log p(answer | prompt) of each row, summed over the answer's tokens (natural log)."""
+        ...
+
+    def continue_answers(
+        self,
+        model: nn.Module,
+        processor: Any,
+        frame: pd.DataFrame,
+        prefixes: Sequence[str],
+        max_length: int,
+        max_new_tokens: int,
+    ) -> list[str]:
+        """What the model writes after each row's prompt and the start of its answer (`prefixes`), greedily."""
+        ...
+
+    def respond(
+        self, model: nn.Module, processor: Any, prompts: Sequence[str], max_length: int, max_new_tokens: int
+    ) -> list[str]:
+        """The model's answers to plain requests (as `predict` would render them), greedily."""
         ...
 
 

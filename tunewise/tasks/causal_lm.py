@@ -15,6 +15,7 @@ stopping tokens, so `predict` and plain transformers render and stop exactly as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
+from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from tunewise.config.rules import Rule, rule
@@ -33,6 +35,7 @@ from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
 from tunewise.models.strategies import mark_new_tokens
 from tunewise.tasks import chat
+from tunewise.tasks.base import TextGeneration
 from tunewise.tasks.chat_template import (
     NAMED_TEMPLATES,
     ChatFormat,
@@ -47,7 +50,10 @@ from tunewise.tasks.generation import (
     GENERATION_METRICS,
     GenerationScoring,
     GenerativeRunConfig,
+    audit_decoding,
+    decoder_log_likelihoods,
     decoding,
+    generate_texts,
     generation_rows,
 )
 from tunewise.tasks.packing import pack, pack_whole
@@ -130,10 +136,27 @@ def prompt_and_completion_differ(config: CausalLMConfig) -> str | None:
     return None
 
 
+@rule(NAME, "strategy.method")
+def private_training_needs_lora(config: CausalLMConfig) -> str | None:
+    """Opacus has no per-example gradient for Llama's RMSNorm, and per-example gradients of every
+    weight of a language model would not fit in memory: DP trains the LoRA adapters only."""
+    if config.privacy.dp is None or config.strategy.method in ("auto", "lora"):
+        return None
+    return (
+        f"privacy.dp trains a causal language model with LoRA only (full fine-tuning's RMSNorm has no Opacus "
+        f"per-example gradient, and per-example gradients of every weight would not fit in memory); set "
+        f"strategy.method: lora (now {config.strategy.method!r})"
+    )
+
+
 class CausalLMConfig(GenerativeRunConfig):
     """Tune a causal language model on conversations or instructions, or continue its pre-training on text."""
 
-    rules: ClassVar[tuple[Rule, ...]] = (*GenerativeRunConfig.rules, prompt_and_completion_differ)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        *GenerativeRunConfig.rules,
+        prompt_and_completion_differ,
+        private_training_needs_lora,
+    )
 
     task: Literal["causal-lm"] = Field(
         default=NAME,
@@ -155,6 +178,7 @@ class CausalLMTask:
         self.model = CausalLMModel(config)
         self.data = CausalLMReader(config, self.model)
         self.scoring = GenerationScoring(config.generation, True, self.model.stop_ids, config.train.seed)
+        self.generation: TextGeneration = CausalLMGeneration(self.data, self.model, config)
 
     def facts(self) -> TaskFacts:
         reader = self.data
@@ -163,7 +187,7 @@ class CausalLMTask:
             targets = f"the assistant's answers ({reader.config.train_on.replace('_', ' ')}) in {reader.format} rows"
         else:
             targets = f"the next token of `{reader.config.text_column}`"
-        if reader.config.packing:
+        if reader.packing:
             targets += "; examples packed into rows of max_length tokens"
         return TaskFacts(
             name=NAME,
@@ -173,7 +197,9 @@ class CausalLMTask:
             targets=targets,
             metrics=("loss", "perplexity", *(GENERATION_METRICS if conversational else ())),
             default_metric="loss",
-            capabilities=Capabilities(generation=True, zero_shot=True, measures_own_lengths=conversational),
+            capabilities=Capabilities(
+                generation=True, zero_shot=True, measures_own_lengths=conversational, private_training=True
+            ),
         )
 
 
@@ -195,11 +221,18 @@ class CausalLMReader:
         self.config = config.data
         self.generation = config.generation
         self.model = model
+        self.private = config.privacy.dp is not None
         self.derived: tuple[str, str] | None = None  # the prompt and response columns added for the data check
 
     @property
     def format(self) -> chat.Format:
         return self.model.data_format or "text"
+
+    @property
+    def packing(self) -> bool:
+        """data.packing, except under privacy.dp: DP-SGD's guarantee is per row, and packing would let
+        one example's removal reshuffle the others into different rows, so each example gets its own."""
+        return self.config.packing and not self.private
 
     @property
     def text_columns(self) -> list[str]:
@@ -238,7 +271,7 @@ class CausalLMReader:
         )
         if not labelled:
             return _with_messages(frame, [chat.generation_prompt(messages)[0] for messages in conversations])
-        return self._with_conversations(frame, conversations)
+        return self.with_conversations(frame, conversations)
 
     def _format_of(self, columns: Any, where: str, labelled: bool) -> chat.Format:
         if self.config.format != "auto" and labelled:
@@ -254,7 +287,7 @@ class CausalLMReader:
         except DataError as error:
             raise DataError(f"{where}: {error}") from None
 
-    def _with_conversations(self, frame: pd.DataFrame, conversations: list[list[chat.Message]]) -> pd.DataFrame:
+    def with_conversations(self, frame: pd.DataFrame, conversations: list[list[chat.Message]]) -> pd.DataFrame:
         """The frame with each row's conversation, and prompt and response texts the shared checks read."""
         frame = _with_messages(frame, conversations)
         if self.format in ("messages", "sharegpt", "alpaca"):
@@ -271,12 +304,15 @@ class CausalLMReader:
         """Every rendered example is checked in `findings` and `encode`."""
 
     def resolve(self, config: CausalLMConfig) -> CausalLMConfig:
-        """The detected format and the template conversations were rendered with (the tokenizer's own
-        Jinja for auto; none when there was none), so the saved config replays exactly."""
+        """The detected format, the template conversations were rendered with (the tokenizer's own
+        Jinja for auto; none when there was none) and whether rows were packed (never under privacy.dp),
+        so the saved config replays exactly."""
         template = config.data.chat_template
         if template not in NAMED_TEMPLATES:
             template = self.model.template or "none"
-        data = config.data.model_copy(update={"format": self.format, "chat_template": template})
+        data = config.data.model_copy(
+            update={"format": self.format, "chat_template": template, "packing": self.packing}
+        )
         return config.model_copy(update={"data": data})
 
     def from_inputs(self, inputs: Any) -> pd.DataFrame:
@@ -301,7 +337,7 @@ class CausalLMReader:
         or one per row, with the prompts, references and sources scoring needs. Prediction rows: prompts."""
         pad = processor.pad_token_id if processor.pad_token_id is not None else 0
         if purpose == "predict":
-            prompts = self._prompts(frame, processor)
+            prompts = self.prompts_of(frame, processor)
             meta: dict[str, list] = {"prompts": prompts, "generate": list(range(len(prompts)))}
             return EncodedSplit({"input_ids": prompts}, None, meta=meta, pad_token_id=pad)
         if self.format == "text":
@@ -318,7 +354,7 @@ class CausalLMReader:
         split = self._rows(examples, targets, max_length, pad, whole=True)
         conversations = frame[chat.MESSAGES].tolist()
         split.meta = {
-            "prompts": self._prompts(frame, processor),
+            "prompts": self.prompts_of(frame, processor),
             "references": [chat.generation_prompt(messages)[1] or "" for messages in conversations],
             "sources": [chat.last_user_turn(messages) for messages in conversations],
             "generate": generation_rows(purpose, len(frame), self.generation),
@@ -336,7 +372,7 @@ class CausalLMReader:
     def _rows(
         self, examples: list[np.ndarray], targets: list[np.ndarray], max_length: int, pad: int, whole: bool
     ) -> EncodedSplit:
-        if self.config.packing:
+        if self.packing:
             return pack_whole(examples, targets, max_length, pad) if whole else pack(examples, targets, max_length, pad)
         examples = [ids[:max_length] for ids in examples]
         targets = [ids[:max_length] for ids in targets]
@@ -348,7 +384,7 @@ class CausalLMReader:
         report = RenderReport([])
         for position, messages in enumerate(frame[chat.MESSAGES].tolist()):
             try:
-                example = self._render(processor, messages)
+                example = self.render_example(processor, messages)
             except ExampleProblem as problem:
                 report.problems.setdefault(problem.kind, []).append(position)
                 report.examples.append(None)
@@ -363,7 +399,7 @@ class CausalLMReader:
             report.examples.append(fitted)
         return report
 
-    def _render(self, processor: Any, messages: list[chat.Message]) -> Rendered:
+    def render_example(self, processor: Any, messages: list[chat.Message]) -> Rendered:
         if self.model.chat is not None:
             return render_conversation(processor, self.model.chat, messages, self.config.train_on)
         # prompt/completion rows without a template: the prompt as written, then the answer and EOS
@@ -382,7 +418,7 @@ class CausalLMReader:
             return Rendered(example.ids[excess:], example.targets[excess:], example.last_answer_start - excess)
         return None
 
-    def _prompts(self, frame: pd.DataFrame, processor: Any) -> list[np.ndarray]:
+    def prompts_of(self, frame: pd.DataFrame, processor: Any) -> list[np.ndarray]:
         """What generation starts from, per row: the turns before the last answer and the assistant's
         header; the prompt as written for models without a template; the text itself for plain text."""
         if chat.MESSAGES not in frame.columns:
@@ -531,7 +567,10 @@ class CausalLMModel:
         known = int(embeddings.num_embeddings)
         if self.vocabulary > known:  # a pad token or template tokens added: LoRA trains their rows too
             model.resize_token_embeddings(self.vocabulary)
-            mark_new_tokens(model, range(known, self.vocabulary))
+            # except under privacy.dp: peft's trainable-token layer has no Opacus per-example gradient,
+            # so added tokens keep their initial embedding rows there
+            if self.config.privacy.dp is None:
+                mark_new_tokens(model, range(known, self.vocabulary))
         # Without a key/value cache, transformers reads packed examples from the restarting position
         # ids and masks attention between them; with one (its default), it would not. Training never
         # needs the cache; generate() turns it on through the generation config.
@@ -574,3 +613,85 @@ def _free(frame: pd.DataFrame, name: str) -> str:
 
 def _is_conversation(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(turn, dict) for turn in value)
+
+
+class CausalLMGeneration:
+    """The safety and memorisation audits' view of a causal LM (`tunewise.tasks.base.TextGeneration`):
+    examples and prompts rendered exactly as training and `predict` render them."""
+
+    def __init__(self, reader: CausalLMReader, model: CausalLMModel, config: CausalLMConfig):
+        self.reader = reader
+        self.model = model
+        self.settings = config.generation
+        self.seed = config.train.seed
+
+    def examples(self, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        """One user turn and one answer per pair; plain text (the prompt, then the answer) for text runs."""
+        frame = pd.DataFrame({ROW_COLUMN: np.arange(len(pairs))})
+        data = self.reader.config
+        if self.reader.format == "text":
+            frame[data.text_column] = [f"{prompt} {answer}".strip() for prompt, answer in pairs]
+            return frame
+        if self.reader.format == "prompt_completion":
+            frame[data.prompt_column] = [prompt for prompt, _ in pairs]
+            frame[data.completion_column] = [answer for _, answer in pairs]
+        conversations: list[list[chat.Message]] = [
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}] for prompt, answer in pairs
+        ]
+        return self.reader.with_conversations(frame, conversations)
+
+    def answers(self, frame: pd.DataFrame) -> list[tuple[str, str]]:
+        if self.reader.format == "text":
+            return [("", text) for text in frame[self.reader.config.text_column].astype(str)]
+        pairs = []
+        for messages in frame[chat.MESSAGES]:
+            prompt, answer = chat.generation_prompt(messages)
+            pairs.append(("\n".join(turn["content"] for turn in prompt), answer or ""))
+        return pairs
+
+    def answer_log_likelihoods(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int
+    ) -> np.ndarray:
+        """Over the last answer and what closes it (end-of-turn); over the whole text (and EOS) for text runs."""
+        rows: list[tuple[Sequence[int], Sequence[bool]]] = []
+        if self.reader.format == "text":
+            for text in frame[self.reader.config.text_column].astype(str):
+                ids = [*processor(text)["input_ids"], processor.eos_token_id][-max_length:]
+                rows.append((ids, [True] * len(ids)))
+        else:
+            for messages in frame[chat.MESSAGES]:
+                rendered = self.reader.render_example(processor, messages)
+                start = rendered.last_answer_start
+                rows.append((rendered.ids, [position >= start for position in range(len(rendered.ids))]))
+        pad = processor.pad_token_id if processor.pad_token_id is not None else 0
+        return decoder_log_likelihoods(model, rows, pad)
+
+    def continue_answers(
+        self,
+        model: nn.Module,
+        processor: Any,
+        frame: pd.DataFrame,
+        prefixes: Sequence[str],
+        max_length: int,
+        max_new_tokens: int,
+    ) -> list[str]:
+        if self.reader.format == "text":
+            prompts = [np.asarray(processor(prefix)["input_ids"], dtype=np.int32) for prefix in prefixes]
+        else:
+            starts = self.reader.prompts_of(frame, processor)
+            prompts = [
+                np.concatenate([start, np.asarray(processor(prefix, add_special_tokens=False)["input_ids"], np.int32)])
+                for start, prefix in zip(starts, prefixes, strict=True)
+            ]
+        return self._generate(model, processor, [prompt[-max_length:] for prompt in prompts], max_new_tokens)
+
+    def respond(
+        self, model: nn.Module, processor: Any, prompts: Sequence[str], max_length: int, max_new_tokens: int
+    ) -> list[str]:
+        frame = self.reader.from_inputs(list(prompts))
+        ids = self.reader.prompts_of(frame, processor)
+        return self._generate(model, processor, [prompt[-max_length:] for prompt in ids], max_new_tokens)
+
+    def _generate(self, model: nn.Module, processor: Any, prompts: list[np.ndarray], max_new_tokens: int) -> list[str]:
+        settings = audit_decoding(self.settings, max_new_tokens)
+        return generate_texts(model, processor, prompts, settings, self.model.stop_ids(processor), True, self.seed)

@@ -279,3 +279,66 @@ class GenerationScoring:
             columns["reference"] = [split.meta["references"][row] for row in rows]
         columns["generated_text"] = list(outputs.texts or [])
         return pd.DataFrame(columns)
+
+
+def audit_decoding(settings: GenerationConfig, max_new_tokens: int) -> GenerationConfig:
+    """The run's decoding for the audits, greedy and capped at `max_new_tokens`: the base and the fine-tuned
+    model are compared on the same prompts, so the same prompt must always give the same text."""
+    return settings.model_copy(
+        update={"max_new_tokens": max_new_tokens, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "num_beams": 1}
+    )
+
+
+@torch.inference_mode()
+def decoder_log_likelihoods(
+    model: nn.Module, rows: Sequence[tuple[Sequence[int], Sequence[bool]]], pad: int
+) -> np.ndarray:
+    """Each row's sum of log p(token | the tokens before it) over its target tokens (the mask), for a
+    decoder-only model: rows are (ids, target mask), padded on the right in batches of similar length."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    vocabulary = model.get_output_embeddings().weight.shape[0]  # type: ignore[operator]
+    order = np.argsort([-len(ids) for ids, _ in rows], kind="stable")
+    totals = np.zeros(len(rows))
+    start = 0
+    while start < len(order):
+        longest = len(rows[order[start]][0])
+        size = max(1, min(64, LOGITS_BUDGET_BYTES // max(1, 2 * longest * vocabulary * 4)))
+        batch = order[start : start + size]
+        ids, attention = _padded([np.asarray(rows[i][0], dtype=np.int64) for i in batch], pad, left=False)
+        targets = torch.zeros_like(ids, dtype=torch.bool)
+        for row, index in enumerate(batch):
+            mask = torch.as_tensor(np.asarray(rows[index][1], dtype=bool))
+            targets[row, : len(mask)] = mask
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = log_probs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        totals[batch] = (picked * targets[:, 1:].to(device)).sum(dim=1).cpu().numpy()
+        start += size
+    model.train(was_training)
+    return totals
+
+
+@torch.inference_mode()
+def encoder_decoder_log_likelihoods(
+    model: nn.Module, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad: int
+) -> np.ndarray:
+    """Each row's sum of log p(target token | source, target tokens before it), for an encoder-decoder model."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    totals = np.zeros(len(sources))
+    for start in range(0, len(sources), 16):
+        rows = list(range(start, min(start + 16, len(sources))))
+        ids, attention = _padded([np.asarray(sources[i], dtype=np.int64) for i in rows], pad, left=False)
+        labels, _ = _padded([np.asarray(targets[i], dtype=np.int64) for i in rows], -100, left=False)
+        logits = model(
+            input_ids=ids.to(device), attention_mask=attention.to(device), labels=labels.to(device)
+        ).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        known = labels.to(device) != -100
+        picked = log_probs.gather(-1, labels.to(device).clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        totals[rows] = (picked * known).sum(dim=1).cpu().numpy()
+    model.train(was_training)
+    return totals

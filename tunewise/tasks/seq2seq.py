@@ -16,6 +16,7 @@ its generation_config, so plain transformers generates from it the way the run s
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
+from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
@@ -33,12 +35,16 @@ from tunewise.data.token_cache import tokenize
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.evaluation.generation import normalise_whitespace
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks.base import TextGeneration
 from tunewise.tasks.generation import (
     GENERATION_METRICS,
     GenerationConfig,
     GenerationScoring,
     GenerativeRunConfig,
+    audit_decoding,
     decoding,
+    encoder_decoder_log_likelihoods,
+    generate_texts,
     generation_rows,
 )
 from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
@@ -134,6 +140,7 @@ class Seq2SeqTask:
             stop_ids=lambda tokenizer: [tokenizer.eos_token_id],
             seed=config.train.seed,
         )
+        self.generation: TextGeneration = Seq2SeqGeneration(self.data, config)
 
     def facts(self) -> TaskFacts:
         data = self.data.config
@@ -367,3 +374,74 @@ class Seq2SeqModel:
 
     def load(self, folder: Path) -> PreTrainedModel:
         return AutoModelForSeq2SeqLM.from_pretrained(folder)
+
+
+class Seq2SeqGeneration:
+    """The safety and memorisation audits' view of a seq2seq model (`tunewise.tasks.base.TextGeneration`):
+    sources read with the prefix, as in training; an answer's start is forced on the decoder's side."""
+
+    def __init__(self, reader: Seq2SeqReader, config: Seq2SeqConfig):
+        self.reader = reader
+        self.settings = config.generation
+        self.seed = config.train.seed
+
+    def examples(self, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        data = self.reader.config
+        return pd.DataFrame(
+            {
+                ROW_COLUMN: np.arange(len(pairs)),
+                data.source_column: [source for source, _ in pairs],
+                data.target_column: [target for _, target in pairs],
+            }
+        )
+
+    def answers(self, frame: pd.DataFrame) -> list[tuple[str, str]]:
+        data = self.reader.config
+        return list(zip(frame[data.source_column].astype(str), frame[data.target_column].astype(str), strict=True))
+
+    def answer_log_likelihoods(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int
+    ) -> np.ndarray:
+        encoded = self.reader.encode(frame, processor, max_length, "evaluate")
+        assert isinstance(encoded.labels, list)
+        pad = processor.pad_token_id or 0
+        return encoder_decoder_log_likelihoods(model, encoded.sequences["input_ids"], encoded.labels, pad)
+
+    @torch.inference_mode()
+    def continue_answers(
+        self,
+        model: nn.Module,
+        processor: Any,
+        frame: pd.DataFrame,
+        prefixes: Sequence[str],
+        max_length: int,
+        max_new_tokens: int,
+    ) -> list[str]:
+        """One row at a time: each decoder starts from its own forced prefix, which batches would pad."""
+        device = next(model.parameters()).device
+        encoded = self.reader.encode(frame, processor, max_length, "predict")
+        start = model.config.decoder_start_token_id  # type: ignore[union-attr]
+        settings = audit_decoding(self.settings, max_new_tokens)
+        texts = []
+        for source, prefix in zip(encoded.sequences["input_ids"], prefixes, strict=True):
+            forced = [start, *processor(text_target=prefix, add_special_tokens=False)["input_ids"]]
+            output = model.generate(  # type: ignore[operator]
+                input_ids=torch.as_tensor([list(source)], device=device),
+                decoder_input_ids=torch.as_tensor([forced], device=device),
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+                repetition_penalty=settings.repetition_penalty,
+                eos_token_id=processor.eos_token_id,
+                pad_token_id=processor.pad_token_id,
+            )
+            texts.append(processor.decode(output[0, len(forced) :], skip_special_tokens=True).strip())
+        return texts
+
+    def respond(
+        self, model: nn.Module, processor: Any, prompts: Sequence[str], max_length: int, max_new_tokens: int
+    ) -> list[str]:
+        encoded = self.reader.encode(self.reader.from_inputs(list(prompts)), processor, max_length, "predict")
+        settings = audit_decoding(self.settings, max_new_tokens)
+        stops = [processor.eos_token_id]
+        return generate_texts(model, processor, encoded.meta["prompts"], settings, stops, False, self.seed)
