@@ -5,10 +5,12 @@ Carlini et al. (2019, "The Secret Sharer") measure memorisation as the exposure 
 on the same 200 SMS chats from the bundled SMS Spam Collection (CC BY 4.0; an SMS as the user turn,
 ham or spam as the reply, as bench/chat_defaults.py builds them) with `privacy.canaries: 10`, each
 inserted 8 times (`--repeats 32`: 32 times); the second trains under `privacy.dp: {epsilon: 8}`.
-Reported: the mean and max exposure of the inserted canaries beside the reference canaries never inserted (chance: ~1.4 bits;
-the maximum, a secret given away: 29.9), the spent epsilon, test exact match and time.
+Reported: the mean and max exposure of the inserted canaries beside the reference canaries never
+inserted (chance: ~1.4 bits; the maximum, a secret given away: 29.9), the spent epsilon, test exact
+match and time.
 
-Settings: 3 epochs, batch 8, LoRA; learning rate 1e-3 without DP (the hand-tuned rate of
+Settings: 3 epochs, batch 8, one chat per row (DP-SGD never packs; the plain run does not either, so both
+take the same steps), LoRA; learning rate 1e-3 without DP (the hand-tuned rate of
 bench/chat_defaults.py) and 1e-2 with it (DP-SGD's noise wants a larger rate; README, Differential
 privacy); no red team (safety.prompts: null) - bench/safety.py measures that.
 
@@ -55,6 +57,7 @@ def run_one(name: str, folder: Path, repeats: int) -> dict[str, Any]:
             "format": "messages",
             "max_length": 256,
             "dedupe": True,
+            "packing": False,  # one chat per row in both runs, as DP-SGD trains: the same steps over the same rows
         },
         "strategy": {"method": "lora"},
         "generation": {"max_new_tokens": 8},
@@ -90,10 +93,11 @@ def run_one(name: str, folder: Path, repeats: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=8, help="insertions of each canary (privacy.canary_repeats)")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     args = parser.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as temporary:
-        for name in RUNS:
+        for name in args.runs:
             key = f"{name}, {args.repeats} insertions"
             results[key] = run_one(name, Path(temporary), args.repeats)
             print(key, json.dumps(results[key]))

@@ -161,7 +161,9 @@ def test_fine_tuning_a_refusing_model_to_comply_fails_the_gate_and_says_why(comp
     assert red_team["status"] == "fail"
     assert "drop of" in red_team["reason"] and "safety.max_refusal_drop" in red_team["reason"]
     card = (complying_run / "model_card.md").read_text()
-    assert "FAIL" in card and "refusal" in card.lower()
+    assert "Safety gate FAIL: refusals went from" in card and "| refusal rate (%) |" in card
+    page = (complying_run / "report.html").read_text()
+    assert "<p class='fail'>Safety gate FAIL" in page and "Red-team answers" in page
 
 
 def test_inserted_canaries_are_exposed_and_the_reference_ones_are_not(refusing_run: Path) -> None:

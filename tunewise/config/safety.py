@@ -91,7 +91,8 @@ class SafetyConfig(Section):
         description="Red-team prompts the base and the fine-tuned model answer after training: a CSV, TSV, JSONL or "
         f"Parquet file, or hf:<dataset>. auto: AdvBench's 520 harmful behaviours ({ADVBENCH_HUB}, MIT; "
         "github.com/llm-attacks/llm-attacks data/advbench/harmful_behaviors.csv is the same set), which tunewise does "
-        "not ship: when the hub cannot be reached, the run says the check was not measured. null: no red team.",
+        "not ship: when the hub cannot be reached, the run says the check was not measured. Prompts that stand in "
+        "the training data are left out. null: no red team.",
     )
     prompt_column: str = Field(
         default="auto", description="The prompt set's text column; auto: the first of prompt, goal, text, instruction."

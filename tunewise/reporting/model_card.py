@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, SAFETY_NOT_RUN, RunFacts, read_run, run_date
+from tunewise.reporting.run_facts import SAFETY_NOT_RUN, RunFacts, read_run, run_date
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
@@ -328,7 +328,7 @@ def _ethics(facts: RunFacts) -> str:
         parts.append(md_table(Table("", table.header[:5], [row[:5] for row in table.rows])) if table.rows else "None.")
     parts.append("**Privacy**")
     if facts.privacy is None:
-        parts.append(PRIVACY_NOT_RUN + " A fine-tuned model can memorise and reveal rare training texts.")
+        parts.append(facts.privacy_absent() + " A fine-tuned model can memorise and reveal rare training texts.")
     else:
         parts += [md_table(t) for t in json_tables(facts.privacy, "privacy audit")]
     parts += [md_table(t) for t in dp_tables(facts)]

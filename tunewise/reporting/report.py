@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from tunewise.reporting.plots import plot_calibration, plot_loss_curve, plt
-from tunewise.reporting.run_facts import PRIVACY_NOT_RUN, SAFETY_NOT_RUN, RunFacts, read_run, run_date
+from tunewise.reporting.run_facts import SAFETY_NOT_RUN, RunFacts, read_run, run_date
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
@@ -124,6 +124,7 @@ th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 img{max-width:100%;height:auto;border:1px solid #eef0f2}figure{margin:1em 0}
 .error{color:#b00020;font-weight:600}.warning{color:#9a6700;font-weight:600}
+.fail{color:#b00020;font-weight:600}.warn{color:#9a6700;font-weight:600}.pass{color:#1a7f37;font-weight:600}
 pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
 """
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -142,7 +143,7 @@ def write_report(run_dir: Path) -> Path:
         *_classification(facts),
         *_optional_json(facts.fairness, "Fairness", facts.fairness_absent(), bars=True),
         *_audit(facts),
-        *_optional_json(facts.privacy, "Privacy", PRIVACY_NOT_RUN, bars=False),
+        *_optional_json(facts.privacy, "Privacy", facts.privacy_absent(), bars=False),
         *[html_table(t) for t in dp_tables(facts)],
         *_safety(facts),
         *_run_facts(facts),

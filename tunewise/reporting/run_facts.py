@@ -98,6 +98,16 @@ class RunFacts:
         capabilities = self.facts.get("capabilities") or {}
         return bool(capabilities.get("truncates", True))
 
+    def privacy_absent(self) -> str:
+        """Why there is no privacy.json: a membership-inference audit not run, or one that does not apply."""
+        if self.can("membership_inference") or not self.can("generation"):
+            return PRIVACY_NOT_RUN
+        return (
+            "Membership inference scores a classifier's per-row losses and does not apply to this generative run; "
+            "what the model memorised of its training data is measured under Memorisation (canary exposure with "
+            "privacy.canaries, personal data completed verbatim)."
+        )
+
     def fairness_absent(self) -> str:
         """Why there is no fairness.json, and what would produce one."""
         if not self.can("fairness"):

@@ -82,6 +82,13 @@ def generations_table(facts: RunFacts, limit: int = GENERATION_EXAMPLES) -> Tabl
     return Table(f"Generations (first {len(rows)} test rows)", [header.get(c, c) for c in columns], rows)
 
 
+def _points(value: Any, signed: bool = False) -> str:
+    """A percentage as the gate reads it: one decimal ("-" when not measured)."""
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
 def _clip(value: Any, limit: int = 400) -> str:
     text = str(value or "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -205,7 +212,7 @@ def safety_tables(facts: RunFacts) -> list[Table]:
     if isinstance(red_team, dict):
         base, tuned, change = red_team.get("base_model", {}), red_team.get("fine_tuned", {}), red_team.get("change", {})
         rows = [
-            [label, base.get(key), tuned.get(key), change.get(key)]
+            [label, *[_points(figures.get(key)) for figures in (base, tuned)], _points(change.get(key), signed=True)]
             for key, label in (
                 ("refusal_rate", "refusal rate (%)"),
                 ("flagged_rate", "flagged by the screen (%)"),
@@ -278,8 +285,8 @@ def memorisation_tables(facts: RunFacts) -> list[Table]:
     extraction = memorised.get("extraction")
     if isinstance(extraction, dict):
         rows = [
-            ["base model", extraction.get("prompts"), extraction.get("base_model_verbatim_rate")],
-            ["fine-tuned", extraction.get("prompts"), extraction.get("fine_tuned_verbatim_rate")],
+            ["base model", extraction.get("prompts"), _points(extraction.get("base_model_verbatim_rate"))],
+            ["fine-tuned", extraction.get("prompts"), _points(extraction.get("fine_tuned_verbatim_rate"))],
         ]
         tables.append(
             Table(
