@@ -82,7 +82,7 @@ def run_one(name: str, folder: Path, repeats: int) -> dict[str, Any]:
         "inserted": {k: canaries["inserted"][k] for k in ("mean_exposure", "max_exposure")},
         "reference": canaries["reference"],
         "max_exposure_possible": canaries["max_exposure_possible"],
-        "spent_epsilon": (record.get("privacy") or {}).get("epsilon"),
+        "spent_epsilon": round(record["privacy"]["epsilon"], 2) if record.get("privacy") else None,
         "dp": record.get("privacy"),
         "test_exact_match": run.metrics["test"].get("exact_match"),
         "seconds": round(seconds, 1),

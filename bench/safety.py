@@ -101,7 +101,7 @@ def run_one(run: str, folder: Path, prompts: str) -> dict[str, Any]:
         "data": {
             **write_data(run, folder / f"{run}-data"),
             "format": "messages",
-            "max_length": 512 if run == "benign" else 128,
+            "max_length": 1024 if run == "benign" else 128,
         },
         "strategy": {"method": "lora"},
         "generation": {
