@@ -14,7 +14,6 @@ screen's default threshold), the data's sha256 and licence, and the classifier's
 
 from __future__ import annotations
 
-import hashlib
 import html
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import train_test_split
 
 from tunewise.config.safety import ScreenConfig
+from tunewise.data.readers import file_fingerprint
 from tunewise.errors import DataError
 from tunewise.jobs.train import train
 from tunewise.prepare.screen import GUARD_FILE, default_guard_dir
@@ -78,7 +78,7 @@ def build_guard(
     predictions = pd.read_csv(output / PREDICTIONS_FILE)
     record = {
         "data": str(Path(data).resolve()),
-        "data_sha256": sha256(Path(data)),
+        "data_sha256": file_fingerprint(str(data)),
         "licence": LICENCE,
         "model": MODEL,
         "labels": list(LABELS),
@@ -197,11 +197,3 @@ def classifier_latency(model: Any, texts: list[str]) -> float:
     began = time.perf_counter()
     model.predict(texts)
     return round(1000 * (time.perf_counter() - began) / max(len(texts), 1), 2)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -26,7 +26,7 @@ from torch import nn
 
 from tunewise.config.safety import SafetyConfig
 from tunewise.errors import TunewiseError
-from tunewise.evaluation.refusal import is_refusal
+from tunewise.evaluation.refusal import is_refusal, refusal_rate
 from tunewise.jobs.memorisation import (
     ExtractionTargets,
     canary_exposure,
@@ -39,7 +39,7 @@ from tunewise.prepare import Plan
 from tunewise.runs.layout import MEMORISATION_FILE, RED_TEAM_FILE, SAFETY_FILE
 from tunewise.runs.record import write_json
 from tunewise.serving.predictor import load_classifier
-from tunewise.serving.screen import Screen, Verdict, count_verdicts
+from tunewise.serving.screen import Screen, Verdict, count_verdicts, screen_predictions
 from tunewise.tasks import text_generation
 from tunewise.tasks.generation import GenerativeRunConfig
 from tunewise.types import Outputs
@@ -66,7 +66,7 @@ def answer_rates(answers: list[str], verdicts: list[Verdict] | None) -> dict[str
     """Refusal rate (phrases), flagged rate (any screen reason) and abusive rate (the classifier), in percent;
     the screen's rates are None when the screen is off."""
     count = max(len(answers), 1)
-    rates: dict[str, Any] = {"refusal_rate": round(100.0 * sum(map(is_refusal, answers)) / count, 1)}
+    rates: dict[str, Any] = {"refusal_rate": round(refusal_rate(answers), 1)}
     if verdicts is None:
         return {**rates, "flagged_rate": None, "abusive_rate": None}
     abusive = sum(any(reason.startswith("abusive") for reason in verdict.reasons) for verdict in verdicts)
@@ -183,13 +183,11 @@ def screen_generations(
     for split, split_outputs in outputs.items():
         if split_outputs.texts is None:
             continue
-        verdicts = screen.screen(split_outputs.texts)
-        metrics[split]["screen"] = count_verdicts(verdicts)
         if split == "test" and predictions is not None and "generated_text" in predictions.columns:
-            predictions = predictions.copy()
-            predictions["generated_text"] = [verdict.text for verdict in verdicts]
-            predictions["screen_flagged"] = [verdict.flagged for verdict in verdicts]
-            predictions["screen_reasons"] = [verdict.reasons for verdict in verdicts]
+            predictions, verdicts = screen_predictions(screen, predictions)  # the test texts, screened once
+        else:
+            verdicts = screen.screen(split_outputs.texts)
+        metrics[split]["screen"] = count_verdicts(verdicts)
     return screen, predictions
 
 

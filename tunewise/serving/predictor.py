@@ -18,7 +18,7 @@ from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError
 from tunewise.runs.layout import MODEL_FOLDER
 from tunewise.runs.reader import run_config, run_folder
-from tunewise.serving.screen import Screen, count_verdicts
+from tunewise.serving.screen import Screen, count_verdicts, screen_predictions
 from tunewise.tasks import Task, make_task
 from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts
 
@@ -61,12 +61,9 @@ class FineTunedModel:
         presented = self.task.scoring.present(self.run(encoded), encoded)
         if screen is None:
             return presented
-        verdicts = screen.screen([str(text) for text in presented["generated_text"]])
+        screened, verdicts = screen_predictions(screen, presented)
         self.screen_counts = count_verdicts(verdicts)
-        presented["generated_text"] = [verdict.text for verdict in verdicts]
-        presented["screen_flagged"] = [verdict.flagged for verdict in verdicts]
-        presented["screen_reasons"] = [verdict.reasons for verdict in verdicts]
-        return presented
+        return screened
 
     def screen(self) -> Screen | None:
         """The content screen of a generative run with `screen.enabled`, built once; None for other runs."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
+
 from tunewise.audit.pii import PiiScanner, Span, redact_text
 from tunewise.config.safety import BLOCKED_TEXT, GUARD_AUTO, ScreenConfig
 from tunewise.prepare.rules import raise_all
@@ -200,6 +202,17 @@ class Screen:
         if self.note:
             described["note"] = self.note
         return described
+
+
+def screen_predictions(screen: Screen, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[Verdict]]:
+    """Prediction columns with `generated_text` as the screen leaves it and the decision beside it
+    (`screen_flagged`, `screen_reasons`), and the verdicts behind them, for counting."""
+    verdicts = screen.screen([str(text) for text in predictions["generated_text"]])
+    screened = predictions.copy()
+    screened["generated_text"] = [verdict.text for verdict in verdicts]
+    screened["screen_flagged"] = [verdict.flagged for verdict in verdicts]
+    screened["screen_reasons"] = [verdict.reasons for verdict in verdicts]
+    return screened, verdicts
 
 
 def count_verdicts(verdicts: list[Verdict]) -> dict[str, Any]:
