@@ -5,6 +5,7 @@ check(config)         the data check alone: findings, audit.json, datasheet, red
 audit_privacy(run)    membership inference against a finished run
 build_guard(data)     train the content screen's abusive-language classifier (Davidson et al.'s tweets)
 load(run)             a fine-tuned model to predict and evaluate with
+serve(run)            the model behind HTTP: batched across clients, with limits, metrics and an API key
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from tunewise.jobs.check import TokenView, run_check, token_views, write_check
 from tunewise.prepare import prepare_check
 from tunewise.reporting.rebuild import rebuild
 from tunewise.runs.layout import AUDIT_FOLDER
+from tunewise.runs.reader import run_folder
+from tunewise.serving.http import ServerSettings, run_server
 from tunewise.serving.predictor import FineTunedModel, load
 from tunewise.tasks import load_config
 
@@ -100,4 +103,14 @@ def build_guard(
     return guard_job.build_guard(Path(data), target, max_rows, console=console, overwrite=overwrite)
 
 
-__all__ = ["CheckResult", "FineTunedModel", "Run", "audit_privacy", "build_guard", "check", "load", "train"]
+def serve(
+    run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None
+) -> None:
+    """Serve a run folder over HTTP until interrupted (`tunewise serve`); a folder that is not a run, or a
+    model that cannot be loaded, is a TunewiseError before any request is taken."""
+    transformers_logging.set_verbosity_error()
+    folder = run_folder(run_dir)
+    run_server(folder, host, port, settings or ServerSettings(), load)
+
+
+__all__ = ["CheckResult", "FineTunedModel", "Run", "audit_privacy", "build_guard", "check", "load", "serve", "train"]

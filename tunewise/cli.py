@@ -158,6 +158,48 @@ def predict(
 
 @app.command()
 @user_errors
+def serve(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `tunewise train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TUNEWISE_API_KEY",
+            help="Require this key (Authorization: Bearer KEY, or X-API-Key) on every route but /health.",
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[int, typer.Option(min=1, help="Tokens in one model call, across requests.")] = 16384,
+    max_batch_inputs: Annotated[int, typer.Option(min=1, help="Inputs in one model call, across requests.")] = 128,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long a request waits for others to share its model call.")
+    ] = 2.0,
+    max_queue_inputs: Annotated[
+        int, typer.Option(min=1, help="Inputs waiting for the model; more are refused with 429.")
+    ] = 1024,
+    max_request_inputs: Annotated[int, typer.Option(min=1, help="Inputs in one request; more is 413.")] = 64,
+    max_request_bytes: Annotated[int, typer.Option(min=1, help="Bytes of one request body; more is 413.")] = 16777216,
+    log_inputs: Annotated[
+        bool, typer.Option(help="Log each request's inputs, personal data replaced by its type (off: counts only).")
+    ] = False,
+) -> None:
+    """Serve a fine-tuned model over HTTP: POST /predict, GET /health, /info and /metrics."""
+    from tunewise.api import serve as run_serve
+    from tunewise.serving.batching import BatchLimits
+    from tunewise.serving.http import ServerSettings
+
+    settings = ServerSettings(
+        batching=BatchLimits(max_batch_tokens, max_batch_inputs, max_wait_ms, max_queue_inputs),
+        max_request_inputs=max_request_inputs,
+        max_request_bytes=max_request_bytes,
+        api_key=api_key or None,
+        log_inputs=log_inputs,
+    )
+    run_serve(run, host, port, settings)
+
+
+@app.command()
+@user_errors
 def check(
     config: Annotated[Path, typer.Argument(help="Run config (YAML) naming the data to audit.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set data.train=x.csv")] = None,
