@@ -5,9 +5,11 @@ run = tunewise.train("examples/sms_spam.yaml")
 run.metrics["test"]["f1_macro"]
 run.predict(["WINNER! Claim your prize now"])
 tunewise.load("runs/sms-spam").predict(["see you at lunch"])
+tunewise.export("runs/sms-spam", quantize="int8")   # ONNX int8, checked on the run's test rows
+tunewise.serve("runs/sms-spam", port=8000)          # HTTP, until interrupted
 """
 
-from tunewise.api import CheckResult, FineTunedModel, Run, audit_privacy, check, load, train
+from tunewise.api import CheckResult, FineTunedModel, Run, audit_privacy, check, export, load, serve, train
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.tasks import load_config
@@ -23,7 +25,9 @@ __all__ = [
     "TunewiseError",
     "audit_privacy",
     "check",
+    "export",
     "load",
     "load_config",
+    "serve",
     "train",
 ]

@@ -5,6 +5,7 @@ check(config)         the data check alone: findings, audit.json, datasheet, red
 audit_privacy(run)    membership inference against a finished run
 build_guard(data)     train the content screen's abusive-language classifier (Davidson et al.'s tweets)
 load(run)             a fine-tuned model to predict and evaluate with
+export(run)           ONNX (and int8), checked on the run's own test rows before it is accepted
 serve(run)            the model behind HTTP: batched across clients, with limits, metrics and an API key
 """
 
@@ -20,12 +21,14 @@ from transformers.utils import logging as transformers_logging
 from tunewise.audit.findings import Audit
 from tunewise.audit.redact import RedactMode, write_redacted_copies
 from tunewise.config.sections import RunConfig
+from tunewise.jobs import export as export_job
 from tunewise.jobs import guard as guard_job
 from tunewise.jobs import privacy as privacy_job
 from tunewise.jobs import train as train_job
 from tunewise.jobs.check import TokenView, run_check, token_views, write_check
 from tunewise.prepare import prepare_check
 from tunewise.reporting.rebuild import rebuild
+from tunewise.runs.exports import check_export, export_folder, export_root
 from tunewise.runs.layout import AUDIT_FOLDER
 from tunewise.runs.reader import run_folder
 from tunewise.serving.http import ServerSettings, run_server
@@ -103,14 +106,55 @@ def build_guard(
     return guard_job.build_guard(Path(data), target, max_rows, console=console, overwrite=overwrite)
 
 
-def serve(
-    run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServerSettings | None = None
-) -> None:
-    """Serve a run folder over HTTP until interrupted (`tunewise serve`); a folder that is not a run, or a
-    model that cannot be loaded, is a TunewiseError before any request is taken."""
+def export(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    format: str = "onnx",
+    quantize: str | None = None,
+    max_drop: float = 1.0,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export a finished run (`tunewise export`) to ONNX, int8 with `quantize="int8"`, into `output` (default
+    RUN/export/onnx or RUN/export/onnx-int8). The export runs the run's test rows before it is kept: an
+    export losing more than `max_drop` points of the selection metric is refused (ExportRefused, with the
+    numbers). Returns export.json: parity, metrics before and after, sizes, CPU latency and throughput."""
     transformers_logging.set_verbosity_error()
-    folder = run_folder(run_dir)
+    target = Path(output) if output is not None else None
+    return export_job.export_run(Path(run_dir), target, format, quantize, max_drop, overwrite)
+
+
+def serve(
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServerSettings | None = None,
+    onnx: bool = False,
+) -> None:
+    """Serve a run folder, or an export folder, over HTTP until interrupted (`tunewise serve`); with `onnx` a
+    run is served from its export (`tunewise export`: int8 when it passed its gate, else fp32) by ONNX Runtime.
+    A folder that is not a run or an export, or a model that cannot be loaded, is a TunewiseError before any
+    request is taken."""
+    transformers_logging.set_verbosity_error()
+    export = export_root(Path(run_dir))
+    if export is not None:
+        check_export(export)
+        folder = export
+    else:
+        folder = run_folder(run_dir)
+        if onnx:
+            folder = export_folder(folder)
     run_server(folder, host, port, settings or ServerSettings(), load)
 
 
-__all__ = ["CheckResult", "FineTunedModel", "Run", "audit_privacy", "build_guard", "check", "load", "serve", "train"]
+__all__ = [
+    "CheckResult",
+    "FineTunedModel",
+    "Run",
+    "audit_privacy",
+    "build_guard",
+    "check",
+    "export",
+    "load",
+    "serve",
+    "train",
+]

@@ -17,3 +17,12 @@ class ConfigError(TunewiseError):
 
 class DataError(TunewiseError):
     """A data file is missing, unreadable or inconsistent with the config."""
+
+
+class ExportRefused(TunewiseError):
+    """An exported model that loses more of the run's quality than the tolerance allows; nothing was
+    written. `result` holds every measurement behind the refusal (what export.json would have said)."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from tunewise.inference import eval_batch_size, predict_logits
+from tunewise.inference import eval_batch_size, predict_logits, sorted_batches
 from tunewise.types import EncodedSplit
 
 
@@ -57,3 +57,25 @@ def test_unlabelled_rows_have_no_loss_and_keep_logits_false_returns_none(classif
 def test_evaluation_batches_are_smaller_on_cpu_than_on_a_gpu() -> None:
     assert eval_batch_size(torch.device("cpu")) == 32
     assert eval_batch_size(torch.device("cuda")) == 128
+
+
+def test_cpu_batches_hold_little_padding_and_every_row_once() -> None:
+    lengths = np.random.default_rng(1).integers(2, 120, size=200)
+    batches = sorted_batches(lengths, 32, max_padding=0.3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    flat = np.concatenate(batches)
+    assert (np.diff(lengths[flat]) <= 0).all()  # still longest first
+    for batch in batches:
+        assert len(batch) <= 32
+        padded, real = len(batch) * lengths[batch].max(), lengths[batch].sum()
+        assert len(batch) == 1 or padded <= 1.3 * real
+    assert len(batches) > len(sorted_batches(lengths, 32))  # it did split batches
+
+
+def test_predictions_do_not_depend_on_the_padding_split(classifier: torch.nn.Module) -> None:
+    split = random_split(37)
+    expected, _ = predict_logits(classifier, split, batch_size=37, device=torch.device("cpu"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tunewise.inference.outputs.CPU_MAX_PADDING", 10.0)  # one batch, however padded
+        unsplit, _ = predict_logits(classifier, split, batch_size=37, device=torch.device("cpu"))
+    np.testing.assert_allclose(expected, unsplit, atol=1e-5)

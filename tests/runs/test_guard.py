@@ -79,10 +79,13 @@ def test_overwrite_replaces_the_run_and_keeps_user_files(existing_run):
     (run_dir / "notes.txt").write_text("my notes", encoding="utf-8")
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "checkpoints" / "stale").write_text("old", encoding="utf-8")
+    (run_dir / "export" / "onnx").mkdir(parents=True)  # an export of the old weights would be stale
+    (run_dir / "export" / "onnx" / "export.json").write_text("{}", encoding="utf-8")
     changed = {**config, "train": {**config["train"], "seed": 5}}
     run = train(changed, overwrite=True)
     assert (run_dir / "notes.txt").read_text(encoding="utf-8") == "my notes"
     assert not (run_dir / "checkpoints" / "stale").exists()
+    assert not (run_dir / "export").exists()
     assert read_json(run_dir / "run.json")["seed"] == 5
     assert read_json(run_dir / "run.json")["status"] == "finished"
     assert run.run_dir == run_dir

@@ -336,10 +336,24 @@ def test_inputs_are_logged_only_when_asked_and_then_redacted(serving, cls_run, c
     assert "<EMAIL_ADDRESS>" in caplog.text and "jane.doe" not in caplog.text and "about the film" in caplog.text
 
 
-def test_cli_serve_refuses_a_folder_that_is_not_a_run(tmp_path):
+def test_an_onnx_export_is_served_by_onnx_runtime_with_the_same_answers(serving, cls_run, cls_model, tmp_path):
+    tunewise.export(cls_run, output=tmp_path / "export")
+    server = serving(tmp_path / "export")
+    response = server.post(TEXTS)
+    assert response.status_code == 200
+    same_predictions(response.json()["predictions"], cls_model.predict(TEXTS))
+    info = server.get("/info").json()
+    assert info["runtime"] == "onnxruntime" and info["intended_use"]
+    assert info["metrics"]["onnx_fp32"]["accuracy"] == info["metrics"]["pytorch"]["accuracy"]
+
+
+def test_cli_serve_refuses_a_folder_that_is_not_a_run_and_onnx_without_an_export(tmp_path, cls_run):
     result = invoke_cli("serve", tmp_path)
     assert result.exit_code == 1
     assert "not a tunewise run folder" in result.output
+    no_export = invoke_cli("serve", cls_run, "--onnx")
+    assert no_export.exit_code == 1
+    assert "has no ONNX export" in no_export.output and "tunewise export" in no_export.output
 
 
 # ------------------------------------------------------------------------------------------ every task's payloads

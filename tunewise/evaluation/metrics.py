@@ -68,6 +68,13 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "chrf": "max",
 }
 
+# metrics that are shares or scores on a 0-1 scale (R² and correlations at most 1): a change of 0.01 is one
+# point. The others (errors in the target's units, losses, the 0-100 generation scores) keep their own units.
+OWN_UNIT_METRICS = frozenset(
+    {"mse", "rmse", "mae", "loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"}
+)
+FRACTION_METRICS = frozenset(METRIC_DIRECTIONS) - OWN_UNIT_METRICS
+
 # the scalar metrics each function below reports, in order (the valid choices for best-model selection);
 # roc_auc / roc_auc_ovr appear in a result only when defined (binary vs multiclass, all classes present)
 SINGLE_LABEL_METRICS = (

@@ -5,6 +5,14 @@ answering; the training loop adds its own batch order (`training.batching`) on t
 """
 
 from tunewise.inference.batches import collate, sorted_batches, to_device
-from tunewise.inference.outputs import eval_batch_size, model_scores, predict_logits
+from tunewise.inference.outputs import eval_batch_size, model_device, model_scores, predict_logits
 
-__all__ = ["collate", "eval_batch_size", "model_scores", "predict_logits", "sorted_batches", "to_device"]
+__all__ = [
+    "collate",
+    "eval_batch_size",
+    "model_device",
+    "model_scores",
+    "predict_logits",
+    "sorted_batches",
+    "to_device",
+]

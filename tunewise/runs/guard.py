@@ -3,7 +3,9 @@
 A folder that already holds a run is refused unless the user says `overwrite` (start again) or
 `resume` (continue the same config from its last checkpoint). A folder with other files is never
 cleared: even with `overwrite`, only the files tunewise itself writes are removed. A path that is a
-file, or a place the user cannot write, is refused before the data is even read.
+file, or a place the user cannot write, is refused before the data is even read. Export folders
+(`tunewise export`) follow the same rule: an export is replaced only with `overwrite`, a folder of
+other files never, and a new export appears whole or not at all (`place_export`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from tunewise.errors import ConfigError, DataError
-from tunewise.runs.layout import ARTIFACTS, AUDIT_FOLDER, RUN_FILE
+from tunewise.runs.layout import ARTIFACTS, AUDIT_FOLDER, EXPORT_FILE, RUN_FILE
 
 
 def check_output_dir(run_dir: Path) -> None:
@@ -134,3 +137,45 @@ def config_differences(old: dict, new: dict, ignore: set[str], prefix: str = "")
         elif a != b:
             differences.append(dotted)
     return differences
+
+
+def check_export_dir(target: Path, overwrite: bool) -> None:
+    """Refuse an export folder that cannot take this export. Changes nothing: `place_export` replaces."""
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--output {target} is a file; an export is a folder. Choose another --output.")
+    existing = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    if existing and not (target / EXPORT_FILE).is_file():
+        raise ConfigError(
+            f"--output {target} already holds other files ({', '.join(existing[:5])}). Choose an empty or new "
+            "folder; tunewise will not clear it."
+        )
+    if existing and not overwrite:
+        raise ConfigError(
+            f"{target} already holds an export. Pass --overwrite to replace it, or choose another --output."
+        )
+    parent = next((folder for folder in target.parents if folder.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output {target}: {parent} is not a folder this user can write into; choose another --output."
+        )
+
+
+def place_export(staging: Path, target: Path) -> None:
+    """Move a finished export folder into place; an export already there (checked by `check_export_dir`)
+    is moved aside first and removed only once the new one is in place."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    previous = beside(target, "previous")
+    target.rename(previous / target.name)
+    staging.rename(target)
+    shutil.rmtree(previous)
+
+
+def beside(target: Path, purpose: str) -> Path:
+    """A new hidden folder next to `target` (the same file system, so a rename moves it at once), made with
+    the user's usual permissions."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = target.parent / f".{target.name}.{purpose}-{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    return folder

@@ -22,6 +22,13 @@ AUDIT_FOLDER = "audit"  # the data check: audit.json, plots, datasheet.md
 AUDIT_FILE = f"{AUDIT_FOLDER}/audit.json"
 LOSS_PLOT = f"{PLOTS_FOLDER}/loss.png"
 CALIBRATION_PLOT = f"{PLOTS_FOLDER}/calibration_test.png"  # drawn by the report from predictions.csv
+EXPORT_FOLDER = "export"  # tunewise export: one folder per exported model
+ONNX_EXPORT = f"{EXPORT_FOLDER}/onnx"  # the float32 ONNX model
+ONNX_INT8_EXPORT = f"{EXPORT_FOLDER}/onnx-int8"  # the int8 (dynamically quantized) ONNX model
+
+# inside an export folder: self-contained, so it loads without the run folder or the PyTorch weights
+ONNX_FILE = "model.onnx"  # the exported model (fp32 or int8: one model per export folder)
+EXPORT_FILE = "export.json"  # how the export was checked: parity, metrics before and after, sizes, speed
 
 # everything tunewise writes, and so everything --overwrite may remove (nothing else)
 ARTIFACTS = (
@@ -29,6 +36,7 @@ ARTIFACTS = (
     ADAPTER_FOLDER,
     CHECKPOINT_FOLDER,
     PLOTS_FOLDER,
+    EXPORT_FOLDER,  # exports of the previous weights would be stale
     CONFIG_FILE,
     METRICS_FILE,
     HISTORY_FILE,

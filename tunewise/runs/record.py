@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -26,9 +27,9 @@ PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -59,6 +60,28 @@ def hardware() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu() -> dict[str, Any]:
+    """The processor's name, the cores this process may use, and whether it has VNNI (AVX-512 or AVX
+    VNNI: int8 dot products in one instruction, which is where int8 models gain most)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: the name is what platform knows, the flags unknown
+        return {"cpu": name, "cores": cpu_cores(), "vnni": None}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags.update(value.split())
+    return {"cpu": name, "cores": cpu_cores(), "vnni": bool(flags & {"avx512_vnni", "avx_vnni"})}
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -40,7 +40,7 @@ class QueueFull(TunewiseError):
 class BatchLimits:
     max_batch_tokens: int = 16_384  # tokens in one model call (a request larger than this runs alone)
     max_batch_inputs: int = 128  # inputs in one model call
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for others
+    max_wait_ms: float = 0.0  # how long the first request waits for others (0: those queued while the model ran)
     max_queue_inputs: int = 1_024  # inputs waiting; beyond it requests are refused (429)
 
 

@@ -16,6 +16,7 @@ size limits, 429 a full queue, 401 a missing or wrong API key, 404 an unknown ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hmac
 import itertools
@@ -23,9 +24,8 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunewise.audit.pii import PiiScanner, redact_text
 from tunewise.errors import TunewiseError
-from tunewise.runs.layout import CARD_FILE, METRICS_FILE
+from tunewise.runs.layout import CARD_FILE, EXPORT_FILE, METRICS_FILE
 from tunewise.runs.reader import read_json
 from tunewise.serving.batching import Batcher, BatchLimits, QueueFull
 from tunewise.serving.metrics import ServerMetrics
@@ -52,7 +54,7 @@ logger = logging.getLogger("tunewise.serve")
 API_KEY_ENV = "TUNEWISE_API_KEY"
 OPEN_ROUTES = frozenset({"/health"})  # load balancers and orchestrators probe it without a key
 ROUTES = "POST /predict, GET /health, GET /info, GET /metrics"
-EXPORT_FILE = "export.json"
+COUNTED_ROUTES = frozenset({"/predict", "/health", "/info", "/metrics"})
 
 ModelLoader = Callable[[Path], FineTunedModel]
 
@@ -107,13 +109,13 @@ class Served:
             if self.on_load_failure is not None:
                 self.on_load_failure()
 
-    async def prepare(self, inputs: list[Any], scratch: Path) -> tuple[pd.DataFrame, int]:
+    async def prepare(self, inputs: list[Any], scratch: Path | None) -> tuple[pd.DataFrame, int]:
         """One request's inputs as the frame the model predicts on, and its tokens for the batch budget, in the
         preparation thread with a tokenizer of its own (a tokenizer is not safe to share between threads), so
         requests are read while the model works."""
         return await asyncio.get_running_loop().run_in_executor(self._prepare_thread, self._prepare, inputs, scratch)
 
-    def _prepare(self, inputs: list[Any], scratch: Path) -> tuple[pd.DataFrame, int]:
+    def _prepare(self, inputs: list[Any], scratch: Path | None) -> tuple[pd.DataFrame, int]:
         model = self.model
         assert model is not None
         frame = check_inputs(model.facts, model.task.data.from_inputs, task_inputs(model.facts, inputs, scratch))
@@ -201,7 +203,7 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
     """The app serving `folder` (a run folder or an export); `loader` loads it (`serving.predictor.load`)."""
     served = Served(folder, settings, loader)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served.batcher.start()
         loading = asyncio.get_running_loop().create_task(served.load())
@@ -213,20 +215,7 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
     app = FastAPI(title="tunewise", summary=f"tunewise serving {folder.name}", lifespan=lifespan)
     app.state.served = served
 
-    @app.middleware("http")
-    async def authorise_and_count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        if settings.api_key is not None and request.url.path not in OPEN_ROUTES and not _authorised(request, settings):
-            response: Response = _error(
-                401, "a valid API key is required: send `Authorization: Bearer KEY` or `X-API-Key: KEY`."
-            )
-            response.headers["WWW-Authenticate"] = "Bearer"
-        else:
-            response = await call_next(request)
-        route = request.url.path if request.url.path in ("/predict", "/health", "/info", "/metrics") else "other"
-        served.metrics.requests.labels(route, str(response.status_code)).inc()
-        served.metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(AuthoriseAndCount, served=served)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -280,10 +269,11 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
         if served.model is None:
             return _not_ready(served)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="tunewise-request-") as scratch:
+        reads_text = served.model.facts.capabilities.reads_text  # images are decoded into a folder of their own
+        with contextlib.nullcontext() if reads_text else tempfile.TemporaryDirectory(prefix="tunewise-") as scratch:
             try:
                 with served.batcher.admission(len(inputs)):
-                    frame, tokens = await served.prepare(inputs, Path(scratch))
+                    frame, tokens = await served.prepare(inputs, Path(scratch) if scratch else None)
                     predictions = await served.batcher.submit(frame, tokens)
             except InputError as error:
                 return _error(422, str(error), field=error.field)
@@ -333,11 +323,44 @@ def run_server(folder: Path, host: str, port: int, settings: ServerSettings, loa
         raise TunewiseError(f"{folder}: the model cannot be served: {served.load_error}")
 
 
-def _authorised(request: Request, settings: ServerSettings) -> bool:
-    assert settings.api_key is not None
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    return hmac.compare_digest(given.encode(), settings.api_key.encode())
+class AuthoriseAndCount:
+    """Every request: the API key checked (all routes but /health), its status and latency counted. A plain ASGI
+    middleware (FastAPI's `@app.middleware("http")` wraps each request and response in extra tasks and streams)."""
+
+    def __init__(self, app: ASGIApp, served: Served):
+        self.app = app
+        self.served = served
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what a request that raised before answering counts as
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        path = scope["path"]
+        key = self.served.settings.api_key
+        if key is not None and path not in OPEN_ROUTES and not _authorised(Headers(scope=scope), key):
+            refused = _error(401, "a valid API key is required: send `Authorization: Bearer KEY` or `X-API-Key: KEY`.")
+            refused.headers["WWW-Authenticate"] = "Bearer"
+            await refused(scope, receive, counted)
+        else:
+            await self.app(scope, receive, counted)
+        route = path if path in COUNTED_ROUTES else "other"  # unknown paths are one label, not one each
+        self.served.metrics.requests.labels(route, str(status)).inc()
+        self.served.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _authorised(headers: Headers, key: str) -> bool:
+    header = headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else headers.get("x-api-key", "")
+    return hmac.compare_digest(given.encode(), key.encode())
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:

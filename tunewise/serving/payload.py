@@ -31,10 +31,11 @@ class InputError(TunewiseError):
         self.message = message
 
 
-def task_inputs(facts: TaskFacts, inputs: list[Any], scratch: Path) -> list[Any]:
+def task_inputs(facts: TaskFacts, inputs: list[Any], scratch: Path | None) -> list[Any]:
     """The request's inputs as `predict()` takes them: as sent, or for an image model, files in `scratch`."""
     if facts.capabilities.reads_text:
         return inputs
+    assert scratch is not None, "an image model's request has a scratch folder"
     return [_image_file(item, index, scratch) for index, item in enumerate(inputs)]
 
 

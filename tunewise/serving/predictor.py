@@ -1,6 +1,7 @@
 """A fine-tuned model ready to use: predict on raw inputs or files, and evaluate on labelled data.
 
-`tunewise.load(run_dir)` returns one; so does a finished `tunewise.train(...)` (as `run.model`).
+`tunewise.load(run_dir)` returns one; so does a finished `tunewise.train(...)` (as `run.model`), and
+`tunewise.load(export_dir)` for a `tunewise export` folder, whose model is an ONNX Runtime session.
 Prediction batches inputs longest-first, so almost no compute goes to padding.
 """
 
@@ -16,8 +17,11 @@ from torch import nn
 
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError
-from tunewise.runs.layout import MODEL_FOLDER
+from tunewise.inference import model_device
+from tunewise.runs.exports import REEXPORT, check_export, export_root
+from tunewise.runs.layout import MODEL_FOLDER, ONNX_FILE
 from tunewise.runs.reader import run_config, run_folder
+from tunewise.serving.onnx_model import OnnxModel
 from tunewise.serving.screen import Screen, count_verdicts, screen_predictions
 from tunewise.tasks import Task, make_task
 from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts
@@ -40,7 +44,7 @@ class FineTunedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     @property
     def max_length(self) -> int:
@@ -152,7 +156,11 @@ def user_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load(path: str | Path, device: str | None = None) -> FineTunedModel:
-    """Load a run folder (or its `model/` folder) written by `tunewise train`."""
+    """Load a run folder (or its `model/` folder) written by `tunewise train`, or an export folder written
+    by `tunewise export` (then the model is the ONNX graph, run by ONNX Runtime on the CPU)."""
+    export = export_root(Path(path))
+    if export is not None:
+        return load_export(export, device)
     run_dir = run_folder(path)
     config = run_config(run_dir)
     model_dir = run_dir / MODEL_FOLDER
@@ -160,14 +168,41 @@ def load(path: str | Path, device: str | None = None) -> FineTunedModel:
     try:
         model = task.model.load(model_dir)
     except (OSError, ValueError, RuntimeError, KeyError) as error:  # truncated weights, a hand-edited config
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"{model_dir}: the saved model cannot be loaded ({first}). The folder may be incomplete or damaged; "
-            "train the run again, or restore model/ from a backup."
+            f"{model_dir}: the saved model cannot be loaded ({first_line(error)}). The folder may be incomplete or "
+            "damaged; train the run again, or restore model/ from a backup."
         ) from None
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
     return FineTunedModel(model.to(target), processor, task, config)
+
+
+def load_export(folder: Path, device: str | None = None) -> FineTunedModel:
+    """An export folder: the run's config and the task's fitted settings from its copies, the tokenizer or
+    image processor from its model/ folder, and the graph in an ONNX Runtime session."""
+    if device not in (None, "cpu"):
+        raise ConfigError(
+            f"{folder} is an ONNX export, which runs on the CPU (ONNX Runtime); load the run folder it came from "
+            f"to use {device}."
+        )
+    check_export(folder)
+    config = run_config(folder)
+    model_dir = folder / MODEL_FOLDER
+    task = make_task(config)
+    try:
+        task.model.restore(model_dir)
+    except (OSError, ValueError, KeyError) as error:  # a hand-edited or truncated config.json
+        raise ConfigError(
+            f"{model_dir / 'config.json'} cannot be read ({first_line(error)}). {REEXPORT}, or restore the file."
+        ) from None
+    processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
+    return FineTunedModel(OnnxModel.open(folder / ONNX_FILE), processor, task, config)
+
+
+def first_line(error: Exception) -> str:
+    """An exception's message, short enough to quote inside ours."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def load_classifier(run_dir: Path) -> FineTunedModel:

@@ -8,7 +8,8 @@
 Shared code (preparation, the data check, training, fairness, privacy, the report, serving) calls
 these pieces and asks `facts().capabilities` what applies, never a task's name. A task's pieces
 share the state it learns (the label space from `data.learn`, settings fitted by
-`scoring.calibrate`), which `model.save` writes into the saved model and `model.load` reads back.
+`scoring.calibrate`), which `model.save` writes into the saved model and `model.restore` reads back
+(`model.load` through it).
 `mypy` checks every registered task against `Task` (tunewise/tasks/__init__.py), so a piece that
 drifts from its Protocol fails in CI, not in a user's run.
 """
@@ -87,7 +88,14 @@ class TaskModel(Protocol):
         ...
 
     def load(self, folder: Path) -> nn.Module:
-        """A model saved by `save`, without executing any remote code; restores the fitted settings."""
+        """A model saved by `save`, without executing any remote code; restores the fitted settings
+        (through `restore`, so a model and an export of it are read back the same way)."""
+        ...
+
+    def restore(self, folder: Path) -> None:
+        """The fitted settings of a saved model, without its weights: the label space, the multi-label
+        threshold, the tag scheme, the answer settings, read from the folder's config.json. An exported
+        model (ONNX) brings its own weights and needs only these for its outputs to mean what they did."""
         ...
 
 

@@ -590,7 +590,13 @@ class CausalLMModel:
         save_pretrained(model, processor, folder)
 
     def load(self, folder: Path) -> PreTrainedModel:
-        return AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        self.restore(folder)
+        return model
+
+    def restore(self, folder: Path) -> None:
+        """Nothing is fitted after training: the chat template and stop tokens travel with the tokenizer,
+        the generation settings with the run's config."""
 
 
 def _texts(frame: pd.DataFrame, column: str) -> list[str]:

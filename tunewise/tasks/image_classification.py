@@ -374,8 +374,14 @@ class ImageModel:
         from tunewise.models.vision import load_image_classifier
 
         model = load_image_classifier(folder)
-        self.labels.restore_from(model.config)
+        self.restore(folder)
         return model
+
+    def restore(self, folder: Path) -> None:
+        """The class names, from config.json."""
+        from tunewise.models.vision import TimmImageConfig
+
+        self.labels.restore_from(TimmImageConfig.from_pretrained(folder))
 
 
 _POOL: list[ThreadPoolExecutor] = []

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 from torch import nn
-from transformers import AutoModelForQuestionAnswering, PreTrainedModel
+from transformers import AutoConfig, AutoModelForQuestionAnswering, PreTrainedModel
 
 from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import RunConfig, Section
@@ -344,10 +344,14 @@ class QaModel:
 
     def load(self, folder: Path) -> PreTrainedModel:
         model = AutoModelForQuestionAnswering.from_pretrained(folder)
-        saved = getattr(model.config, SETTINGS_KEY, None) or {}
+        self.restore(folder)
+        return model
+
+    def restore(self, folder: Path) -> None:
+        """Whether the model abstains, and the no-answer threshold tuned on validation."""
+        saved = getattr(AutoConfig.from_pretrained(folder), SETTINGS_KEY, None) or {}
         self.answers.unanswerable = bool(saved.get("unanswerable", False))
         self.answers.null_threshold = float(saved.get("null_threshold", 0.0))
-        return model
 
 
 class QaScoring:

@@ -373,7 +373,13 @@ class Seq2SeqModel:
         save_pretrained(model, processor, folder)
 
     def load(self, folder: Path) -> PreTrainedModel:
-        return AutoModelForSeq2SeqLM.from_pretrained(folder)
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        self.restore(folder)
+        return model
+
+    def restore(self, folder: Path) -> None:
+        """Nothing is fitted after training: the generation settings come with the run's config, the
+        source prefix with data.prefix."""
 
 
 class Seq2SeqGeneration:

@@ -267,13 +267,26 @@ class TextClassifierModel:
 
     def load(self, folder: Path) -> PreTrainedModel:
         """tunewise's own head class is imported here, so its remote code is never executed."""
-        settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        if settings.get("model_type") == PooledEncoderConfig.model_type:
+        if _is_pooled(folder):
             model = PooledModelForSequenceClassification.from_pretrained(folder)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(folder)
-        self.labels.restore_from(model.config)
+        self.restore(folder)
         return model
+
+    def restore(self, folder: Path) -> None:
+        """Labels, problem type and the multi-label threshold, from config.json (the pooled head's config
+        read with tunewise's own class, as `load` reads it)."""
+        config = (
+            PooledEncoderConfig.from_pretrained(folder) if _is_pooled(folder) else AutoConfig.from_pretrained(folder)
+        )
+        self.labels.restore_from(config)
+
+
+def _is_pooled(folder: Path) -> bool:
+    """Whether a saved model has tunewise's pooled head (its own model_type) rather than a stock one."""
+    settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return settings.get("model_type") == PooledEncoderConfig.model_type
 
 
 def infer_problem_type(values: pd.Series) -> str:

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 from seqeval.metrics import accuracy_score, classification_report
 from torch import nn
-from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers import AutoConfig, AutoModelForTokenClassification, PreTrainedModel
 
 from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import RunConfig, Section
@@ -417,9 +417,14 @@ class NerModel:
 
     def load(self, folder: Path) -> PreTrainedModel:
         model = AutoModelForTokenClassification.from_pretrained(folder)
-        self.tags.names = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-        self.tags.scheme = getattr(model.config, "tunewise_tag_scheme", self.tags.scheme)
+        self.restore(folder)
         return model
+
+    def restore(self, folder: Path) -> None:
+        """The tags in the model's output order, and the scheme they are written in."""
+        config = AutoConfig.from_pretrained(folder)
+        self.tags.names = [config.id2label[i] for i in range(len(config.id2label))]
+        self.tags.scheme = getattr(config, "tunewise_tag_scheme", self.tags.scheme)
 
     def _save_settings(self, model_config: Any) -> None:
         model_config.num_labels = len(self.tags.names)
