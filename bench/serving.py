@@ -8,7 +8,8 @@ this process over loopback: `clients` concurrent clients, each sending one SMS t
 the next as soon as the answer arrives (a closed loop), `requests` requests per level after a warm-up.
 The pipeline server is the endpoint people write first: a sync FastAPI route calling the pipeline
 (FastAPI runs it in its thread pool, so concurrent requests call the model concurrently, one text each).
-tunewise is measured with its default batching wait and with none. The script checks that every
+tunewise is measured as it starts by default, with a 2 ms batching wait, and serving the run's int8 ONNX
+export (`tunewise export --quantize int8` first, when the run has none). The script checks that every
 contender's labels agree, prints a table (requests/s, p50 and p99 latency, errors) and writes
 bench/results/serving.json. Targets (issue 14): >= 2x the pipeline's throughput at 16 clients, p50 at
 one client no worse than 1.2x.
@@ -32,12 +33,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from predict import DEFAULT_TEXTS, ensure_run  # noqa: E402  (the SMS run as bench/predict.py trains it when missing)
+
+from tunewise.runs.layout import ONNX_INT8_EXPORT  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -48,18 +52,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class Body(BaseModel):
+    """The baseline's request body (module level: FastAPI resolves the route's annotations by name)."""
+
+    inputs: list[str]
+
+
 def pipeline_server(run_dir: Path, port: int) -> None:
     """The baseline: pipeline(...) in a sync FastAPI route (child process)."""
     import uvicorn
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(run_dir / "model"), trust_remote_code=True, device="cpu")
     app = FastAPI()
-
-    class Body(BaseModel):
-        inputs: list[str]
 
     @app.post("/predict")
     def predict(body: Body) -> dict[str, Any]:
@@ -72,17 +78,18 @@ def pipeline_server(run_dir: Path, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def start(contender: str, run_dir: Path, port: int, wait_ms: float) -> subprocess.Popen:
+def start(contender: str, run_dir: Path, port: int, options: list[str], log: Path) -> subprocess.Popen:
+    """A server process, ready. Its log goes to a file: a pipe nobody reads fills up and stalls the server."""
     if contender == "pipeline":
         command = [sys.executable, __file__, "--pipeline-server", str(run_dir), "--port", str(port)]
     else:
-        command = [sys.executable, "-m", "tunewise", "serve", str(run_dir), "--port", str(port)]
-        command += ["--max-wait-ms", str(wait_ms)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = [sys.executable, "-m", "tunewise", "serve", str(run_dir), "--port", str(port), *options]
+    with log.open("w") as stream:
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{contender} server exited: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(f"{contender} server exited: {log.read_text()[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return process
@@ -161,20 +168,25 @@ def main() -> None:
 
     texts = pd.read_csv(DEFAULT_TEXTS, sep="\t", dtype=str, keep_default_na=False, quoting=3)["text"].tolist()
     contenders = {
-        "pipeline + FastAPI": ("pipeline", 0.0),
-        "tunewise serve": ("tunewise", 2.0),
-        "tunewise serve, no wait": ("tunewise", 0.0),
+        "pipeline + FastAPI": ("pipeline", []),
+        "tunewise serve": ("tunewise", []),
+        "tunewise serve --max-wait-ms 2": ("tunewise", ["--max-wait-ms", "2"]),
+        "tunewise serve --onnx (int8)": ("tunewise", ["--onnx"]),
     }
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = ensure_run(args.run, Path(scratch))
-        for name, (kind, wait_ms) in contenders.items():
+        if not (run_dir / ONNX_INT8_EXPORT / "export.json").is_file():
+            import tunewise
+
+            tunewise.export(run_dir, quantize="int8")  # checked on the run's test rows, as `tunewise export` does
+        for name, (kind, options) in contenders.items():
             port = free_port()
-            process = start(kind, run_dir, port, wait_ms)
+            process = start(kind, run_dir, port, options, Path(scratch) / f"server-{port}.log")
             try:
                 for clients in args.clients:
                     result = asyncio.run(load(f"http://127.0.0.1:{port}/predict", texts, clients, args.requests))
-                    rows.append({"contender": name, "max_wait_ms": wait_ms if kind == "tunewise" else None, **result})
+                    rows.append({"contender": name, "options": options, **result})
                     Console().print(f"{name}, {clients} clients: {result['requests_per_second']} req/s")
             finally:
                 process.terminate()
