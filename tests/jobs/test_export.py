@@ -272,9 +272,12 @@ def test_every_encoder_task_exports_and_predicts_as_pytorch(request, run_name: s
 
 
 def test_the_export_folder_is_self_contained(cls_run, cls_export, tmp_path) -> None:
-    """model.onnx, export.json, config.yaml and model/ without weights: it loads with the run folder gone."""
+    """model.onnx, export.json, config.yaml, the model card and model/ without weights: it loads with the run
+    folder gone."""
     export = cls_run.run_dir / "export" / "onnx"
-    assert sorted(p.name for p in export.iterdir()) == ["config.yaml", "export.json", "model", "model.onnx"]
+    names = sorted(p.name for p in export.iterdir())
+    assert names == ["config.yaml", "export.json", "model", "model.onnx", "model_card.md"]
+    assert (export / "model_card.md").read_text() == (cls_run.run_dir / "model_card.md").read_text()
     kept = {p.name for p in (export / "model").iterdir()}
     assert "config.json" in kept and "tokenizer.json" in kept
     assert not any(name.endswith((".safetensors", ".bin")) for name in kept)

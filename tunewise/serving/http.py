@@ -128,7 +128,8 @@ class Served:
     def _predict_frames(self, frames: list[pd.DataFrame]) -> list[list[dict[str, Any]]]:
         model = self.model
         assert model is not None
-        records = model.predict_frame(pd.concat(frames, ignore_index=True)).to_dict(orient="records")
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        records = model.predict_frame(frame).to_dict(orient="records")
         if model.screen_counts:
             self.metrics.observe_screen(model.screen_counts)
             model.screen_counts = {}
