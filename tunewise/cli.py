@@ -206,6 +206,11 @@ def serve(
         api_key=api_key or None,
         log_inputs=log_inputs,
     )
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        console.print(
+            f"[yellow]warning:[/] serving on {host} without an API key: anyone who reaches this port can use the "
+            "model. Set --api-key or TUNEWISE_API_KEY."
+        )
     run_serve(run, host, port, settings, onnx=onnx)
 
 

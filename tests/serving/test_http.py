@@ -351,6 +351,8 @@ def test_cli_serve_refuses_a_folder_that_is_not_a_run_and_onnx_without_an_export
     result = invoke_cli("serve", tmp_path)
     assert result.exit_code == 1
     assert "not a tunewise run folder" in result.output
+    exposed = invoke_cli("serve", tmp_path, "--host", "0.0.0.0")
+    assert exposed.exit_code == 1 and "without an API key" in exposed.output
     no_export = invoke_cli("serve", cls_run, "--onnx")
     assert no_export.exit_code == 1
     assert "has no ONNX export" in no_export.output and "tunewise export" in no_export.output
