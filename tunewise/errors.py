@@ -7,6 +7,13 @@ what to change; a bare exception is reserved for bugs in tunewise itself.
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """An exception's message cut to its first line (and to `limit` characters), short enough to quote inside
+    one of ours; its type's name when it has no message."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__
+
+
 class TunewiseError(Exception):
     """A problem with the user's input, with a message that names the fix."""
 

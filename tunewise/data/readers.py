@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunewise.errors import DataError
+from tunewise.errors import DataError, first_line
 
 HF_PREFIX = "hf:"
 ROW_COLUMN = "_row"
@@ -363,7 +363,7 @@ def _read_parquet(data: bytes, where: str) -> tuple[pd.DataFrame, list[int], str
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as error:  # pyarrow raises many types for a corrupt or non-Parquet file
         raise DataError(
-            f"{where}: could not be read as Parquet ({_first_line(error)}). Check that the file is a Parquet file "
+            f"{where}: could not be read as Parquet ({first_line(error)}). Check that the file is a Parquet file "
             "and is complete, or give the data in another format."
         ) from None
     frame = frame.reset_index(drop=isinstance(frame.index, pd.RangeIndex))
@@ -410,7 +410,7 @@ def _load_hf(name: str, config: str | None, where: str) -> Any:
             return datasets.load_from_disk(str(folder))
         except Exception as error:  # any load failure is the folder's, reported as such
             raise DataError(
-                f"{where}: the folder looks like a saved dataset but could not be loaded ({_first_line(error)}). "
+                f"{where}: the folder looks like a saved dataset but could not be loaded ({first_line(error)}). "
                 "Save it again with Dataset.save_to_disk or DatasetDict.save_to_disk."
             ) from None
     try:
@@ -418,12 +418,12 @@ def _load_hf(name: str, config: str | None, where: str) -> Any:
     except Exception as error:  # network, auth and name errors all mean "could not load"
         if folder.is_dir():
             raise DataError(
-                f"{where}: the folder could not be loaded as a dataset ({_first_line(error)}). Give a folder written "
+                f"{where}: the folder could not be loaded as a dataset ({first_line(error)}). Give a folder written "
                 "by Dataset.save_to_disk, or point the config at a single data file."
             ) from None
         shown = f"{name!r}" + (f" (config {config!r})" if config else "")
         raise DataError(
-            f"{where}: the Hugging Face dataset {shown} could not be downloaded or loaded ({_first_line(error)}). "
+            f"{where}: the Hugging Face dataset {shown} could not be downloaded or loaded ({first_line(error)}). "
             "If you are offline, download it on a machine with internet and save it to disk: "
             f"datasets.load_dataset({name!r}{', ' + repr(config) if config else ''}).save_to_disk('my_dataset'), "
             "copy the folder here and use hf:my_dataset. Also check the dataset name and config."
@@ -605,8 +605,3 @@ def _hash_file(path: Path, digest: Any) -> None:
 def _or_list(items: Iterable[str]) -> str:
     items = list(items)
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

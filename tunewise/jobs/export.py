@@ -48,7 +48,7 @@ from tunewise.runs.layout import (
     ONNX_FILE,
     ONNX_INT8_EXPORT,
 )
-from tunewise.runs.reader import run_folder, run_record
+from tunewise.runs.reader import changed_since_training, run_folder
 from tunewise.runs.record import cpu, cpu_cores, hardware, package_versions, write_json
 from tunewise.serving.onnx_model import OnnxModel
 from tunewise.serving.predictor import FineTunedModel, load
@@ -144,9 +144,8 @@ def evaluation_rows(fine_tuned: FineTunedModel, run_dir: Path) -> tuple[pd.DataF
     split = next((name for name in ("test", "validation") if len(data.frames.get(name, ()))), None)
     if split is None:
         raise DataError(f"{run_dir} has no test or validation rows to check the export on; give the run data.test.")
-    recorded = run_record(run_dir).get("data_sha256", {})
-    changed = [name for name, digest in data.fingerprints.items() if name in recorded and recorded[name] != digest]
     frame = data.frames[split]
+    changed = changed_since_training(run_dir, data.fingerprints)
     return frame, {"split": split, "source": data.sources[split], "rows": len(frame), "changed_since_training": changed}
 
 

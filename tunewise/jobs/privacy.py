@@ -22,7 +22,7 @@ from tunewise.errors import ConfigError, DataError
 from tunewise.evaluation.membership import membership_inference
 from tunewise.prepare import PreparedData, prepare_data
 from tunewise.runs.layout import PRIVACY_FILE
-from tunewise.runs.reader import run_record
+from tunewise.runs.reader import changed_since_training, run_record
 from tunewise.serving.predictor import load
 from tunewise.tasks import Task
 from tunewise.types import Outputs, Processor
@@ -134,10 +134,7 @@ def audit_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
         record.get("privacy"),
         seed=seed,
     )
-    recorded = record.get("data_sha256", {})
-    result["data_changed_since_training"] = [
-        split for split, digest in data.fingerprints.items() if split in recorded and recorded[split] != digest
-    ]
+    result["data_changed_since_training"] = changed_since_training(run_dir, data.fingerprints)
     return write_privacy(result, run_dir)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, first_line
 
 PROTOBUF_LIMIT = 2**31 - 1  # bytes: larger models keep their weights in an external data file beside the graph
 
@@ -44,11 +44,10 @@ def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: Path, 
                 model, (), kwargs=example, dynamo=True, dynamic_shapes=shapes, output_names=names, verbose=False
             )
     except torch.onnx.errors.OnnxExporterError as error:
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"the {type(model).__name__} model cannot be exported to ONNX ({first}). Serve the run with PyTorch "
-            "(`tunewise.load(RUN)`), or fine-tune a model whose architecture torch.onnx supports (BERT, MiniLM, "
-            "DistilBERT, RoBERTa, timm CNNs and ViTs do)."
+            f"the {type(model).__name__} model cannot be exported to ONNX ({first_line(error, 300)}). Serve the run "
+            "with PyTorch (`tunewise.load(RUN)`), or fine-tune a model whose architecture torch.onnx supports (BERT, "
+            "MiniLM, DistilBERT, RoBERTa, timm CNNs and ViTs do)."
         ) from None
     assert program is not None, "the dynamo exporter returns the program"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, first_line
 from tunewise.models.gguf import converted_folder
 from tunewise.types import CheckpointHints, ModelSource, Processor
 
@@ -122,14 +122,10 @@ def _check_hub_reachable(hub_id: str) -> None:
         AutoConfig.from_pretrained(hub_id)
     except (OSError, ValueError) as error:
         raise ConfigError(
-            f"model: could not load {hub_id!r} from the Hugging Face hub ({_first_line(error)}), and no local folder "
-            f"has that name. If you are offline, download the model elsewhere and point model at its folder, or use "
-            f"a built-in name ({', '.join(BUILTIN_MODELS)})."
+            f"model: could not load {hub_id!r} from the Hugging Face hub ({first_line(error, 200)}), and no local "
+            f"folder has that name. If you are offline, download the model elsewhere and point model at its folder, or "
+            f"use a built-in name ({', '.join(BUILTIN_MODELS)})."
         ) from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
 
 
 def read_checkpoint_hints(source: ModelSource) -> CheckpointHints:

@@ -33,7 +33,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, first_line
 
 BUILTIN_IMAGE_MODELS = {"efficientnet-lite0": "tf_efficientnet_lite0"}
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -175,7 +175,7 @@ def _check_hub_reachable(name: str) -> None:
         model_info(hub_id)
     except Exception as error:  # offline, blocked, or unknown: all mean the weights cannot be fetched
         raise ConfigError(
-            f"model: could not reach the Hugging Face hub for {hub_id!r} ({_first_line(error)}). Offline, use "
+            f"model: could not reach the Hugging Face hub for {hub_id!r} ({first_line(error, 200)}). Offline, use "
             f"{_offline_choices()}."
         ) from None
 
@@ -185,11 +185,6 @@ def _offline_choices() -> str:
         f"a built-in ({', '.join(BUILTIN_IMAGE_MODELS)}), a local .pth/.safetensors state_dict with "
         "image.architecture, or a tunewise run's model/ folder"
     )
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def pretrained_backbone_state(source: VisionSource) -> dict[str, torch.Tensor]:
@@ -214,7 +209,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ConfigError(f"model: {path} could not be read as a state_dict ({_first_line(error)}).") from None
+        raise ConfigError(f"model: {path} could not be read as a state_dict ({first_line(error, 200)}).") from None
     for key in ("state_dict", "model"):  # training checkpoints often nest the weights
         if isinstance(state.get(key), dict):
             state = state[key]

@@ -51,6 +51,13 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     return read_json(run_dir / RUN_FILE) or {}
 
 
+def changed_since_training(run_dir: Path, fingerprints: dict[str, str]) -> list[str]:
+    """The splits whose data files hash differently now than when the run trained (run.json `data_sha256`),
+    for a measurement made later from the run folder to say that it read other rows."""
+    recorded = run_record(run_dir).get("data_sha256", {})
+    return [split for split, digest in fingerprints.items() if split in recorded and recorded[split] != digest]
+
+
 def finished_run(run_dir: Path) -> Path:
     """A folder holding a finished run, or a DataError that says what to do."""
     run_dir = Path(run_dir)

@@ -91,6 +91,7 @@ class Served:
         self.batcher = Batcher(self._predict_frames, settings.batching, self.metrics.observe_batch)
         self.model: FineTunedModel | None = None
         self.load_error: str | None = None
+        self.info: dict[str, Any] = {}  # GET /info, once the model is loaded (`describe`)
         self.on_load_failure: Callable[[], None] | None = None  # `run_server` stops the server with it
         self._scanner: PiiScanner | None = None
         self._processor: Any = None  # the preparation thread's own copy of the model's tokenizer
@@ -99,11 +100,12 @@ class Served:
     async def load(self) -> None:
         """Load the model in the model's thread, so /health answers (503) while it loads."""
         try:
-            self.model = await self.batcher.in_model_thread(self.loader, self.folder)
-            self._processor = copy.deepcopy(self.model.processor)
+            model = await self.batcher.in_model_thread(self.loader, self.folder)
+            self.info = as_json(await self.batcher.in_model_thread(self.describe, model))
+            self._processor = copy.deepcopy(model.processor)
+            self.model = model  # ready: set last
             logger.info("model loaded from %s; ready", self.folder)
         except Exception as error:  # any failure to load is reported the same way, then the server stops
-            self.model = None
             self.load_error = str(error) if isinstance(error, TunewiseError) else f"{type(error).__name__}: {error}"
             logger.error("the model cannot be loaded: %s", self.load_error)
             if self.on_load_failure is not None:
@@ -137,17 +139,18 @@ class Served:
         bounds = np.cumsum([0] + [len(frame) for frame in frames])
         return [predictions[start:end] for start, end in itertools.pairwise(bounds)]
 
-    def info(self) -> dict[str, Any]:
-        assert self.model is not None
-        facts = self.model.facts
+    def describe(self, model: FineTunedModel) -> dict[str, Any]:
+        """What GET /info answers, read once when the model is loaded: the run's files do not change while
+        it is served."""
+        facts = model.facts
         export = read_json(self.folder / EXPORT_FILE)
         described: dict[str, Any] = {
             "task": facts.name,
             "problem_type": facts.problem_type,
             "targets": facts.targets,
             "labels": list(facts.label_names),
-            "inputs": input_form(self.model),
-            "model": self.model.config.model,
+            "inputs": input_form(model),
+            "model": model.config.model,
             "runtime": "onnxruntime" if export else "pytorch",
             "metrics": read_json(self.folder / METRICS_FILE) or (export or {}).get("metrics"),
             "intended_use": intended_use(self.folder / CARD_FILE),
@@ -157,7 +160,7 @@ class Served:
                 "max_request_bytes": self.settings.max_request_bytes,
             },
         }
-        screen = self.model.screen()
+        screen = model.screen()
         if screen is not None:
             described["screen"] = screen.describe()
         return described
@@ -238,7 +241,7 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
     async def info() -> Response:
         if served.model is None:
             return _not_ready(served)
-        return JSONResponse(as_json(served.info()))
+        return JSONResponse(served.info)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -24,7 +24,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from torch import nn
 
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, first_line
 from tunewise.runs.record import cpu_cores
 
 # what ONNX Runtime raises for a file that is not a model it can run (truncated, not ONNX, an unknown operator)
@@ -76,10 +76,9 @@ class OnnxModel(nn.Module):
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except SESSION_ERRORS as error:
-            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
             raise ConfigError(
-                f"{path} cannot be run by ONNX Runtime ({first}). The file is damaged or not an ONNX model; export "
-                "the run again with `tunewise export RUN --format onnx --overwrite`."
+                f"{path} cannot be run by ONNX Runtime ({first_line(error, 300)}). The file is damaged or not an ONNX "
+                "model; export the run again with `tunewise export RUN --format onnx --overwrite`."
             ) from None
         return cls(session, Path(path), threads)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tunewise.config.sections import RunConfig
-from tunewise.errors import ConfigError
+from tunewise.errors import ConfigError, first_line
 from tunewise.inference import model_device
 from tunewise.runs.exports import REEXPORT, check_export, export_root
 from tunewise.runs.layout import MODEL_FOLDER, ONNX_FILE
@@ -169,8 +169,8 @@ def load(path: str | Path, device: str | None = None) -> FineTunedModel:
         model = task.model.load(model_dir)
     except (OSError, ValueError, RuntimeError, KeyError) as error:  # truncated weights, a hand-edited config
         raise ConfigError(
-            f"{model_dir}: the saved model cannot be loaded ({first_line(error)}). The folder may be incomplete or "
-            "damaged; train the run again, or restore model/ from a backup."
+            f"{model_dir}: the saved model cannot be loaded ({first_line(error, 300)}). The folder may be incomplete "
+            "or damaged; train the run again, or restore model/ from a backup."
         ) from None
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
@@ -193,16 +193,10 @@ def load_export(folder: Path, device: str | None = None) -> FineTunedModel:
         task.model.restore(model_dir)
     except (OSError, ValueError, KeyError) as error:  # a hand-edited or truncated config.json
         raise ConfigError(
-            f"{model_dir / 'config.json'} cannot be read ({first_line(error)}). {REEXPORT}, or restore the file."
+            f"{model_dir / 'config.json'} cannot be read ({first_line(error, 300)}). {REEXPORT}, or restore the file."
         ) from None
     processor = task.model.processor(ModelSource(str(model_dir), str(model_dir), is_local=True))
     return FineTunedModel(OnnxModel.open(folder / ONNX_FILE), processor, task, config)
-
-
-def first_line(error: Exception) -> str:
-    """An exception's message, short enough to quote inside ours."""
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def load_classifier(run_dir: Path) -> FineTunedModel:
