@@ -215,7 +215,9 @@ def test_unknown_routes_are_404_and_wrong_methods_405(serving, cls_run):
     missing = server.get("/nowhere")
     assert missing.status_code == 404
     assert "POST /predict" in missing.json()["error"]
-    assert server.get("/predict").status_code == 405
+    wrong_method = server.get("/predict")
+    assert wrong_method.status_code == 405
+    assert "does not take GET" in wrong_method.json()["error"]
 
 
 def test_a_model_error_is_500_without_a_traceback_and_the_server_stays_up(serving, cls_run, caplog):
@@ -296,7 +298,8 @@ def test_health_is_503_until_the_model_is_loaded(serving, cls_run):
     server = serving(cls_run, loader=slow_load, ready=False)
     loading = server.get("/health")
     assert loading.status_code == 503 and loading.json()["status"] == "loading"
-    assert server.post(TEXTS[:1]).status_code == 503
+    not_ready = server.post(TEXTS[:1])
+    assert not_ready.status_code == 503 and "still loading" in not_ready.json()["error"]
     loaded.set()
     deadline = time.monotonic() + 30
     while server.get("/health").status_code != 200:
