@@ -52,7 +52,7 @@ from tunewise.runs.layout import (
 )
 from tunewise.runs.record import git_revision, hardware, package_versions, write_json
 from tunewise.serving.predictor import FineTunedModel, csv_ready, user_columns
-from tunewise.training.loop import FitResult, fit
+from tunewise.training.loop import FitResult, ValidationObserver, fit
 from tunewise.types import Outputs
 
 
@@ -95,14 +95,19 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
+    withhold_test: bool = False,
+    on_validation: ValidationObserver | None = None,
 ) -> Run:
-    """Fine-tune as the config says and write the run folder. Returns the `Run`."""
+    """Fine-tune as the config says and write the run folder. Returns the `Run`.
+
+    `withhold_test` leaves the test split out of the whole run (prepare.prepare says why);
+    `on_validation` is told every validation during training (training.loop.fit)."""
     console = console or Console(stderr=True)
     clock = Stopwatch()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     with clock.stage("prepare"):  # read, split and check the data; find the model; resolve every auto; encode
-        plan = prepare(config, overwrite=overwrite, resume=resume)
+        plan = prepare(config, overwrite=overwrite, resume=resume, withhold_test=withhold_test)
     assert plan.training is not None
     report_data_changes(plan, console)
     audit = None
@@ -160,6 +165,7 @@ def train(
             resume=resume,
             show_progress=show_progress,
             console=console,
+            on_validation=on_validation,
         )
     model = accelerator.unwrap_model(model)
     merged = writer and hasattr(model, "merge_and_unload")

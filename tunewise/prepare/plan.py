@@ -94,6 +94,8 @@ class Plan:
             "data_sources": self.data.sources,
             "seed": self.seed,
         }
+        if "test" in self.data.fingerprints and "test" not in self.data.frames:
+            record["test_withheld"] = True  # a trial of `tunewise tune`: the test file was read, never used
         if self.data.members is not None and self.data.training_rows is not None:
             record["rows"]["train"] = len(self.data.training_rows)
         if self.safety is not None and self.safety.canaries is not None:

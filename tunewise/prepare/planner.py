@@ -13,6 +13,7 @@ serves the data check, which reports unreadable data as findings instead of stop
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -43,13 +44,19 @@ from tunewise.training.settings import Selection, TrainingSettings
 from tunewise.types import EncodedSplit, Purpose, TaskFacts
 
 
-def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False) -> Plan:
-    """The plan for training `config` into its output_dir; a TunewiseError listing every problem otherwise."""
+def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False, withhold_test: bool = False) -> Plan:
+    """The plan for training `config` into its output_dir; a TunewiseError listing every problem otherwise.
+
+    `withhold_test`: the test split is read and split off as usual (so validation is the same rows as in
+    a plain run) and then left out of the plan, so nothing of the run sees it: the trials of `tunewise
+    tune` choose on validation alone, and only the chosen model is scored on test, once."""
     task = make_task(config)
     run_dir = Path(config.output_dir)
     problems: list[TunewiseError] = []
     _collect(problems, check_output_dir, run_dir)
     data = prepare_data(task, config)
+    if withhold_test:
+        data = without_test(data)
     problems += data.problems
     facts = task.facts()
     if not data.problems:
@@ -66,6 +73,12 @@ def prepare(config: RunConfig, overwrite: bool = False, resume: bool = False) ->
         resolved = resolve_safety(resolved, safety)
     plan = Plan(config, resolved, task, facts, data, model, run_dir, safety=safety)
     return _with_training(plan)
+
+
+def without_test(data: PreparedData) -> PreparedData:
+    frames = {split: frame for split, frame in data.frames.items() if split != "test"}
+    leaks = None if data.leaks is None else {split: found for split, found in data.leaks.items() if split != "test"}
+    return dataclasses.replace(data, frames=frames, leaks=leaks)
 
 
 def prepare_safety(config: GenerativeRunConfig, task: Task, data: PreparedData) -> SafetyPlan:

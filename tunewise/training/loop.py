@@ -51,6 +51,9 @@ FLUSH_EVERY = 10  # log lines whose losses are read from the device together
 # An evaluation of a model on validation: its metrics (with "loss") and the outputs behind them. fit keeps
 # the outputs of the evaluation whose weights it leaves in the model, so the caller need not compute them again.
 Evaluate = Callable[[nn.Module, EncodedSplit], tuple[dict[str, Any], Any]]
+# Told each validation's (step, metrics) as it is recorded: how `tunewise tune` reports to its pruner. It may
+# raise to end the run there (a pruned trial); the exception leaves fit as it came.
+ValidationObserver = Callable[[int, dict[str, Any]], None]
 
 
 @dataclass
@@ -97,6 +100,7 @@ def fit(
     resume: bool = False,
     show_progress: bool = True,
     console: Console | None = None,
+    on_validation: ValidationObserver | None = None,
 ) -> FitResult:
     """Train `model` in place and leave the best weights (by the selection metric) in it."""
     optimizer = build_optimizer(model, settings)
@@ -108,6 +112,7 @@ def fit(
     run = _Run(
         steps, scheduler, settings, evaluate, validation, batches_per_epoch, accelerator, checkpoint_dir, progress
     )
+    run.on_validation = on_validation
     if resume:
         run.restore_checkpoint()
     state, total = run.state, settings.total_steps
@@ -187,6 +192,7 @@ class _Run:
         self.task_id = progress.add_task("training", total=settings.total_steps, loss=float("nan"), lr=0.0)
         self._reset_losses()
         self.last_evaluation = -1
+        self.on_validation: ValidationObserver | None = None
         self._restart_clock()
 
     # ----- resume --------------------------------------------------------------------------------
@@ -281,6 +287,8 @@ class _Run:
         state.history.append(
             {"step": state.step, "epoch": self.epoch_position(), "split": "validation", "metrics": scalars(metrics)}
         )
+        if self.on_validation is not None:
+            self.on_validation(state.step, metrics)
         verdict = state.stopping.update(state.step, metrics)
         if verdict.improved:
             self.best_weights = trainable_state(self.steps.bare())
