@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 
 from tunewise.errors import TunewiseError
+from tunewise.jobs.launch import Processes
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models on your own data, responsibly."
@@ -56,13 +58,86 @@ def train(
     skip_check: Annotated[
         bool, typer.Option("--skip-check", help="Train without the data check (audit.before_training: false).")
     ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Processes on this machine (one per GPU): starts itself under torchrun.")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes - 1.")] = 0,
+    master_addr: Annotated[
+        str | None, typer.Option("--master-addr", help="Several machines: the address of node 0.")
+    ] = None,
+    master_port: Annotated[int, typer.Option("--master-port", help="Several machines: a free port on node 0.")] = 29500,
 ) -> None:
     """Check the data, fine-tune a model as CONFIG describes, and write the run folder."""
     from tunewise.api import train as run_training
 
     overrides = [*(set_ or []), *(["audit.before_training=false"] if skip_check else [])]
+    processes = Processes(nproc, nnodes, node_rank, master_addr, master_port)
+    arguments = [
+        "train", str(config), *(f"--set={item}" for item in overrides),
+        *(["--overwrite"] if overwrite else []), *(["--resume"] if resume else []),
+    ]  # fmt: skip
+    if launched_again(config, overrides, processes, arguments):
+        return
     run = run_training(config, overrides=overrides, overwrite=overwrite, resume=resume, console=console)
     console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
+
+
+def launched_again(config: Path, overrides: list[str], processes: Processes, arguments: list[str]) -> bool:
+    """With several processes (or an Accelerate config), run ARGUMENTS under the launcher and exit as it does;
+    False when this process should do the work itself. The config is checked first, once."""
+    from tunewise.jobs.launch import launcher_command, launcher_environment, needs_launcher
+    from tunewise.tasks import load_config
+
+    accelerate_config = load_config(config, overrides).train.accelerate_config
+    if not needs_launcher(processes, accelerate_config):
+        return False
+    command = launcher_command(arguments, processes, accelerate_config)
+    console.print(
+        f"starting {processes.per_node * processes.nodes} processes: {' '.join(command[1:])}", highlight=False
+    )
+    code = subprocess.run(command, env=launcher_environment(), check=False).returncode
+    if code != 0:
+        raise typer.Exit(code=code)
+    return True
+
+
+@app.command()
+@user_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) with a tune: section: the fields to search.")],
+    trials: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Finished trials the study holds in the end: a study continued with --storage counts the ones it "
+            "has (4 after 2 runs 2 more); trials stopped with their process run again and do not count.",
+        ),
+    ],
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL, e.g. sqlite:///tune.db; default: OUTPUT_DIR/tune/study.db."),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Start no new trial after this many seconds (a running one finishes).")
+    ] = None,
+    study_name: Annotated[str | None, typer.Option(help="The study's name in the storage; default: output_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=1")] = None,
+) -> None:
+    """Search hyperparameters: one training run per trial (test withheld), the best scored on test once."""
+    from tunewise.api import tune as run_tuning
+    from tunewise.jobs.tuning.outputs import BEST_CONFIG, BEST_FILE, summary_table
+
+    result = run_tuning(config, trials, storage, timeout, overrides=set_, study_name=study_name, console=console)
+    Console().print(summary_table(result.trials, result.metric, result.direction, result.best_trial))
+    test = "" if result.test is None else f", test {result.test.get(result.metric, float('nan')):.4f}"
+    console.print(
+        f"[green]best:[/] trial {result.best_trial}, validation {result.metric} {result.validation:.4f}{test}, in "
+        f"{result.folder}\n{result.tune_dir / BEST_FILE}: its values and scores; {result.tune_dir / BEST_CONFIG}: "
+        "the config to train it again with `tunewise train`",
+        highlight=False,
+        soft_wrap=True,  # paths stay whole, to copy
+    )
 
 
 @app.command()

@@ -136,6 +136,9 @@ class EncodedSplit:
     loader: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None
     rows: int | None = None  # the row count when there are no sequences (loader inputs)
     pad_token_id: int = 0
+    # labels are the input ids: the model predicts each token from those before it and shifts the labels, so
+    # a row's first label is never scored (what a row adds to the mean loss: inference.loss_terms)
+    shifted_labels: bool = False
     lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:

@@ -132,10 +132,12 @@ class TrainConfig(Section):
     )
     batch_size: int | Literal["auto"] = Field(
         default="auto",
-        description="Rows per optimizer step and device (before accumulation; a packed causal-LM row holds several "
-        "examples). auto: 32 examples on CPU (packed rows: as many rows as hold 32 examples); on a GPU the largest "
-        "of 256, 128, 64, 32 rows that keeps at least 100 steps per epoch and about 32k tokens per batch (short "
-        "texts leave a GPU idle at batch 32). learning_rate auto scales with the examples per step.",
+        description="Rows per batch, all processes together (before accumulation; a packed causal-LM row holds "
+        "several examples): with several processes each computes its share of every batch, so a run learns the "
+        "same whatever the process count. auto: 32 examples on CPU (packed rows: as many rows as hold 32 "
+        "examples); on a GPU the largest of 256, 128, 64, 32 rows per GPU that keeps at least 100 steps per epoch "
+        "and about 32k tokens per GPU batch (short texts leave a GPU idle at batch 32), times the processes. "
+        "learning_rate auto scales with the examples per step.",
     )
     gradient_accumulation: int = Field(
         default=1, ge=1, description="Batches whose gradients are summed per optimizer step."
@@ -171,6 +173,14 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(default=500, ge=1, description="Save a resumable checkpoint every N optimizer steps.")
     keep_last: int = Field(default=2, ge=1, description="How many recent checkpoints to keep.")
     num_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; null: all cores.")
+    accelerate_config: str | None = Field(
+        default=None,
+        description="An Accelerate config file (`accelerate config` writes one; examples/accelerate/ddp.yaml) whose "
+        "settings the processes start with: `tunewise train` then starts itself under `accelerate launch "
+        "--config_file` (--nproc overrides the file's process count). DDP (MULTI_GPU) runs; FSDP and DeepSpeed, "
+        "which shard the training state, are refused for now (recipes and why in examples/accelerate/). null: "
+        "DDP under torchrun with --nproc.",
+    )
     compile: bool | Literal["auto"] = Field(
         default="auto",
         description="torch.compile each transformer block once (regional compilation) for training. auto: on "

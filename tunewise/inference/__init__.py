@@ -4,15 +4,23 @@ Training and prediction share these, so the model sees the same batches whether 
 answering; the training loop adds its own batch order (`training.batching`) on top.
 """
 
-from tunewise.inference.batches import collate, sorted_batches, to_device
-from tunewise.inference.outputs import eval_batch_size, model_device, model_scores, predict_logits
+from tunewise.inference.batches import collate, loss_terms, sorted_batches, to_device
+from tunewise.inference.outputs import (
+    eval_batch_size,
+    model_device,
+    model_scores,
+    predict_logits,
+    shared_across_processes,
+)
 
 __all__ = [
     "collate",
     "eval_batch_size",
+    "loss_terms",
     "model_device",
     "model_scores",
     "predict_logits",
+    "shared_across_processes",
     "sorted_batches",
     "to_device",
 ]

@@ -12,6 +12,29 @@ import torch
 from tunewise.types import LABEL_PAD, EncodedSplit
 
 
+def token_labels(split: EncodedSplit) -> bool:
+    """Whether the labels are one id sequence per row (NER tags, target tokens), whose models average
+    their loss over labelled tokens; class labels, label vectors and answer spans average over rows."""
+    labels = split.labels
+    if labels is None or len(labels) == 0 or len(split.label_keys) != 1:
+        return False
+    first = np.asarray(labels[0])
+    return first.ndim == 1 and first.dtype.kind in "iu"
+
+
+def loss_terms(split: EncodedSplit, indices: np.ndarray) -> np.ndarray:
+    """How many terms each row of `indices` adds to the mean loss the model computes over a batch: one per
+    row, or its labelled tokens (less the first with shifted labels). Splitting a batch between processes
+    weighs each share by its terms, so the shares' gradients add up to the whole batch's."""
+    if not token_labels(split):
+        return np.ones(len(indices), dtype=np.float64)
+    assert split.labels is not None
+    skip = 1 if split.shifted_labels else 0
+    return np.array(
+        [np.count_nonzero(np.asarray(split.labels[i])[skip:] != LABEL_PAD) for i in indices], dtype=np.float64
+    )
+
+
 def sorted_batches(lengths: np.ndarray, batch_size: int, max_padding: float | None = None) -> list[np.ndarray]:
     """Longest-first batches for evaluation and prediction: least padding, order restored by index.
 

@@ -28,12 +28,14 @@ from tunewise.config.parsing import dump_config
 from tunewise.config.sections import RunConfig
 from tunewise.errors import TunewiseError
 from tunewise.evaluation.metrics import format_metrics_table
+from tunewise.inference import shared_across_processes
 from tunewise.jobs.check import check_before_training, write_check
 from tunewise.jobs.fairness import fairness_summary, measure_fairness
+from tunewise.jobs.launch import refuse_sharded_training
 from tunewise.jobs.privacy import audit_membership, privacy_summary, write_privacy
 from tunewise.jobs.safety import base_model_safety, safety_audit, screen_generations
 from tunewise.models.strategies import apply_strategy, count_parameters
-from tunewise.prepare import Plan, prepare
+from tunewise.prepare import Plan, prepare, process_state
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
 from tunewise.reporting.rebuild import rebuild as rebuild_report
 from tunewise.runs.guard import start_run_dir
@@ -103,6 +105,8 @@ def train(
     `withhold_test` leaves the test split out of the whole run (prepare.prepare says why);
     `on_validation` is told every validation during training (training.loop.fit)."""
     console = console or Console(stderr=True)
+    if process_state().process_index > 0:  # with several processes, the first one speaks for all
+        console = Console(stderr=True, quiet=True)
     clock = Stopwatch()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -118,6 +122,7 @@ def train(
     # --- model and strategy: mistakes in either fail here, before the run folder is touched ---
     settings = plan.training.settings
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=plan.training.device_type != "cuda")
+    refuse_sharded_training(accelerator.distributed_type.value)
     if settings.privacy is not None:
         console.print(settings.privacy.describe())
     set_seed(settings.seed)
@@ -125,9 +130,13 @@ def train(
         model = plan.task.model.build(plan.model.source, plan.model.hints, plan.model.pooling)
         model = apply_strategy(model, plan.config.strategy)
     trainable, total = count_parameters(model)
+    if accelerator.process_index > 0:  # the same weights everywhere, but each process its own dropout
+        set_seed(settings.seed + accelerator.process_index)
 
     writer = accelerator.is_main_process  # with several processes, one writes the run folder
     record = starting_record(plan, trainable, total)
+    record["distributed_type"] = accelerator.distributed_type.value  # NO, MULTI_GPU (DDP), FSDP, DEEPSPEED, ...
+    accelerator.wait_for_everyone()  # every process has checked the run folder before the first one writes it
     if writer:
         start_run(plan, audit, record, overwrite)
     console.print(
@@ -168,15 +177,14 @@ def train(
             on_validation=on_validation,
         )
     model = accelerator.unwrap_model(model)
-    merged = writer and hasattr(model, "merge_and_unload")
-    if writer:
-        model = merge_adapter(plan, model)  # from here on the model is the one saved in model/
+    merged = hasattr(model, "merge_and_unload")
+    model = merge_adapter(plan, model, save=writer)  # from here on the model is the one saved in model/
 
     # --- evaluate the best model, write the run folder ---
     # the evaluation during training of the weights the model ends with is the final validation
     # evaluation, unless merging LoRA or mixed precision made other numbers of the same weights
     scored = result.best_outputs if not merged and settings.mixed_precision == "no" else None
-    with clock.stage("final_evaluation"):
+    with clock.stage("final_evaluation"), shared_across_processes(accelerator.process_index, accelerator.num_processes):
         metrics, outputs, predictions = final_evaluation(plan, model, scored, base)
     screen = None
     if plan.safety is not None and writer:
@@ -322,13 +330,15 @@ def start_run(plan: Plan, audit: Audit | None, record: dict[str, Any], overwrite
     write_json(plan.run_dir / RUN_FILE, record)
 
 
-def merge_adapter(plan: Plan, model: nn.Module) -> nn.Module:
-    """LoRA runs keep the bare adapter in `adapter/` and go on with the adapter merged into the weights:
-    the model evaluated, audited and saved in `model/` is one plain model that loads with from_pretrained."""
+def merge_adapter(plan: Plan, model: nn.Module, save: bool) -> nn.Module:
+    """LoRA runs keep the bare adapter in `adapter/` (`save`: the process that writes the run folder) and go
+    on with the adapter merged into the weights: the model evaluated, audited and saved in `model/` is one
+    plain model that loads with from_pretrained. Every process merges, so all evaluate the same model."""
     peft_model: Any = model
     if not hasattr(peft_model, "merge_and_unload"):
         return model
-    peft_model.save_pretrained(plan.run_dir / ADAPTER_FOLDER)
+    if save:
+        peft_model.save_pretrained(plan.run_dir / ADAPTER_FOLDER)
     return peft_model.merge_and_unload()
 
 

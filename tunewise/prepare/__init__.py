@@ -2,7 +2,7 @@
 
 from tunewise.prepare.data import prepare_data
 from tunewise.prepare.plan import ModelPlan, Plan, PreparedData, TrainingPlan
-from tunewise.prepare.planner import prepare, prepare_check, prepare_model
+from tunewise.prepare.planner import prepare, prepare_check, prepare_model, process_state
 
 __all__ = [
     "ModelPlan",
@@ -13,4 +13,5 @@ __all__ = [
     "prepare_check",
     "prepare_data",
     "prepare_model",
+    "process_state",
 ]

@@ -94,11 +94,11 @@ def batch_size(
         return max(1, round(CPU_AUTO_BATCH / examples_per_row))
     rows = max(len(lengths), 1)
     typical_length = float(np.percentile(lengths, 95)) if len(lengths) else 0.0
-    for batch in GPU_AUTO_BATCHES:
+    for batch in GPU_AUTO_BATCHES:  # per GPU: the whole batch is this times the processes
         enough_steps = rows / (batch * num_processes) >= MIN_STEPS_PER_EPOCH
         if enough_steps and batch * typical_length <= GPU_TOKENS_PER_BATCH:
-            return batch
-    return GPU_AUTO_BATCHES[-1]
+            return batch * num_processes
+    return GPU_AUTO_BATCHES[-1] * num_processes
 
 
 def learning_rate(setting: float | Literal["auto"], method: str, family: str, effective_batch: int) -> float:

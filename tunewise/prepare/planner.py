@@ -26,7 +26,7 @@ from accelerate import PartialState
 from tunewise.config.safety import ADVBENCH_HUB
 from tunewise.config.sections import RunConfig
 from tunewise.data.augmentation import group_label_weights
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
 from tunewise.models.registry import read_checkpoint_hints
 from tunewise.prepare import defaults
 from tunewise.prepare.data import prepare_data
@@ -141,7 +141,7 @@ def _with_training(plan: Plan) -> Plan:
     """Encode the splits (token ids cached on disk), then the settings that depend on the data and hardware."""
     config, data, model = plan.config, plan.data, plan.model
     assert data.training_rows is not None
-    state = PartialState(cpu=not _cuda())
+    state = process_state()
     device_type, processes = state.device.type, state.num_processes
     cache = config.data.token_cache
     processor, max_length = model.processor, model.max_length
@@ -195,16 +195,30 @@ def examples_per_row(split: EncodedSplit) -> float:
     return max(sum(int(np.count_nonzero(np.asarray(row) == 0)) for row in positions) / len(positions), 1.0)
 
 
+def refuse_private_processes(processes: int) -> None:
+    """DP-SGD trains in one process. Its guarantee rests on each batch being a Poisson sample of the whole
+    training set with noise added once to the batch's summed clipped gradients; split across processes,
+    each would have to draw its rows from one shared sample and noise only its share (Opacus's
+    DPDDP does the latter, not the former), and the accountant would have to be told. Until that is
+    built and tested, several processes are refused rather than giving a budget that may not hold."""
+    if processes > 1:
+        raise ConfigError(
+            f"privacy.dp trains in one process, and this run has {processes}: run `tunewise train` without "
+            "--nproc (or torchrun/accelerate launch with one process), or remove privacy.dp."
+        )
+
+
 def training_settings(plan: Plan, train: EncodedSplit, device_type: str, processes: int) -> TrainingSettings:
     config, family = plan.config, plan.model.source.family
     settings, dp = config.train, config.privacy.dp
     per_row = examples_per_row(train)
     batch = defaults.batch_size(settings.batch_size, device_type, train.lengths, processes, per_row)
-    per_epoch = steps_per_epoch(len(train), batch, settings.gradient_accumulation, processes)
+    per_epoch = steps_per_epoch(len(train), batch, settings.gradient_accumulation)
     epochs = defaults.epochs(settings.epochs, per_epoch)
     total = max(math.ceil(epochs * per_epoch), 1)
     privacy = None
     if dp is not None:
+        refuse_private_processes(processes)
         delta = defaults.dp_delta(dp.delta, len(train))
         privacy = plan_privacy(
             dp.epsilon, delta, dp.max_grad_norm, dp.accountant, dp.max_physical_batch_size, len(train), batch, total
@@ -272,10 +286,12 @@ def _collect(problems: list[TunewiseError], check: Any, *args: Any) -> Any:
         return None
 
 
-def _cuda() -> bool:
+def process_state() -> PartialState:
+    """This process among those the launcher started (one when there is no launcher). Accelerate joins
+    the processes on CPU (gloo) only when told the run is on CPU, so the device is decided here, once."""
     import torch
 
-    return torch.cuda.is_available()
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
-__all__ = ["PreparedData", "prepare", "prepare_check", "prepare_model"]
+__all__ = ["PreparedData", "prepare", "prepare_check", "prepare_model", "process_state"]

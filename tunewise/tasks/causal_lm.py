@@ -376,7 +376,7 @@ class CausalLMReader:
             return pack_whole(examples, targets, max_length, pad) if whole else pack(examples, targets, max_length, pad)
         examples = [ids[:max_length] for ids in examples]
         targets = [ids[:max_length] for ids in targets]
-        return EncodedSplit(sequences={"input_ids": examples}, labels=targets, pad_token_id=pad)
+        return EncodedSplit(sequences={"input_ids": examples}, labels=targets, pad_token_id=pad, shifted_labels=True)
 
     def render(self, frame: pd.DataFrame, processor: Any, max_length: int) -> RenderReport:
         """Every conversation of the frame as tokens with its loss mask, fitted to max_length as

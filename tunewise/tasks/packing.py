@@ -80,6 +80,7 @@ def pack_whole(
         labels=labels,
         attention_mask=False,
         pad_token_id=pad_token_id,
+        shifted_labels=True,
     )
 
 
@@ -96,4 +97,5 @@ def _packed(ids: list, labels: list, positions: list, pad_token_id: int) -> Enco
         attention_mask=False,
         fixed_shape=True,
         pad_token_id=pad_token_id,
+        shifted_labels=True,
     )

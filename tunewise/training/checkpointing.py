@@ -53,7 +53,18 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int = 0, processes: int = 1) -> bool:
+    """Put back this process's RNG states from a checkpoint's (one per process, in rank order; a single
+    state in checkpoints written before several processes were supported). False when the checkpoint
+    was written by another number of processes: each then takes the first one's, and dropout's
+    randomness no longer continues exactly (the weights still resume; only exactness is lost)."""
+    states = saved if isinstance(saved, list) else [saved]
+    exact = len(states) == processes
+    _restore(states[rank] if exact else states[0])
+    return exact
+
+
+def _restore(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

@@ -27,10 +27,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from tunewise.inference import shared_across_processes
 from tunewise.training.checkpointing import (
     load_latest_checkpoint,
     load_trainable_state,
@@ -39,7 +41,7 @@ from tunewise.training.checkpointing import (
     save_checkpoint,
     trainable_state,
 )
-from tunewise.training.optim import batches_per_process, build_optimizer, build_scheduler
+from tunewise.training.optim import batches_per_epoch, build_optimizer, build_scheduler
 from tunewise.training.settings import TrainingSettings
 from tunewise.training.steps import Steps, make_steps
 from tunewise.training.stopping import EarlyStopping
@@ -106,11 +108,11 @@ def fit(
     optimizer = build_optimizer(model, settings)
     scheduler = build_scheduler(optimizer, settings)
     steps = make_steps(model, optimizer, train, settings, accelerator)
-    batches_per_epoch = batches_per_process(len(train), settings.batch_size, accelerator.num_processes)
+    epoch_length = batches_per_epoch(len(train), settings.batch_size)
     shown = show_progress and accelerator.is_main_process  # progress bar and validation lines: one process prints
     progress = _progress_bar(shown, console)
     run = _Run(
-        steps, scheduler, settings, evaluate, validation, batches_per_epoch, accelerator, checkpoint_dir, progress
+        steps, scheduler, settings, evaluate, validation, epoch_length, accelerator, checkpoint_dir, progress
     )
     run.on_validation = on_validation
     if resume:
@@ -124,11 +126,12 @@ def fit(
         while state.step < total and not state.stopped_early:
             batches = steps.epoch_batches(state.epoch)
             for indices in batches[state.batch_in_epoch :]:
-                run.add_loss(steps.backward(indices))
-                state.batch_in_epoch += 1
+                position = state.batch_in_epoch + 1
+                at_boundary = position % settings.gradient_accumulation == 0 or position == len(batches)
+                run.add_loss(steps.backward(indices, sync=at_boundary))
+                state.batch_in_epoch = position
                 state.samples_seen += len(indices)
-                at_boundary = state.batch_in_epoch % settings.gradient_accumulation == 0
-                if not at_boundary and state.batch_in_epoch < len(batches):
+                if not at_boundary:
                     continue
                 steps.clip()
                 steps.optimizer.step()
@@ -140,7 +143,7 @@ def fit(
                 run.show_step()
                 if settings.eval_every is not None and state.step % settings.eval_every == 0:
                     state.stopped_early = run.evaluate()
-                if state.step % settings.checkpoint_every == 0 and accelerator.is_main_process:
+                if state.step % settings.checkpoint_every == 0:
                     run.checkpoint()
                 if state.stopped_early or state.step >= total:
                     break
@@ -182,6 +185,8 @@ class _Run:
         self.steps, self.scheduler, self.settings = steps, scheduler, settings
         self.score, self.validation, self.batches_per_epoch = evaluate, validation, batches_per_epoch
         self.accelerator, self.checkpoint_dir = accelerator, checkpoint_dir
+        self.processes = accelerator.num_processes
+        self.resumed_exactly = True  # False when a checkpoint's RNG states did not fit these processes
         self.state = TrainingState(stopping=EarlyStopping(settings.selection))
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.best_outputs: Any = None  # the outputs of the evaluation of the weights the model will end with
@@ -203,26 +208,35 @@ class _Run:
         load_trainable_state(self.steps.bare(), saved["model"])
         self.steps.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        restore_rng_state(saved["rng"])
+        self.resumed_exactly = restore_rng_state(saved["rng"], self.accelerator.process_index, self.processes)
         self.state = saved["training_state"]
         self.best_weights = saved.get("best_weights")
         self._reset_losses()
         validations = [h["step"] for h in self.state.history if h.get("split") == "validation"]
         self.last_evaluation = max(validations, default=-1)
         self.progress.update(self.task_id, completed=self.state.step)
+        if not self.resumed_exactly and self.shown:
+            self.progress.console.print(
+                f"[yellow]resume:[/] the checkpoint was written by {len(saved['rng'])} process(es), this run has "
+                f"{self.processes}: training continues from step {self.state.step}, but not exactly as it would have"
+            )
         self._restart_clock()
 
     def checkpoint(self) -> None:
+        """Every process takes part (its RNG state and its part of the unlogged loss); the first one writes."""
         state = self.state
         state.train_seconds = self.train_seconds()
         self._restart_clock()
         self.flush_logs()
-        state.unlogged_loss, state.unlogged_batches = self.running_loss.item(), self.running_batches
+        state.unlogged_loss, state.unlogged_batches = self._summed(self.running_loss).item(), self.running_batches
+        states = gather_object([rng_state()]) if self.processes > 1 else [rng_state()]
+        if not self.accelerator.is_main_process:
+            return
         payload = {
             "model": trainable_state(self.steps.bare()),
             "optimizer": self.steps.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": states,  # one per process, in rank order
             "training_state": state,
             "best_weights": self.best_weights,
         }
@@ -252,11 +266,15 @@ class _Run:
         """Read the pending losses in one device synchronisation and append their log lines."""
         if not self.pending_logs:
             return
-        losses = torch.stack([loss for _, loss in self.pending_logs]).tolist()
+        losses = self._summed(torch.stack([loss for _, loss in self.pending_logs])).tolist()
         for (record, _), loss in zip(self.pending_logs, losses, strict=True):
             self.state.history.append({**record, "loss": loss})
         self.progress.update(self.task_id, loss=losses[-1])
         self.pending_logs.clear()
+
+    def _summed(self, losses: torch.Tensor) -> torch.Tensor:
+        """Each process holds its part of every batch's mean loss: their sum is the batch's."""
+        return self.accelerator.reduce(losses, reduction="sum") if self.processes > 1 else losses
 
     def show_step(self) -> None:
         self.progress.update(self.task_id, completed=self.state.step)
@@ -276,7 +294,8 @@ class _Run:
         state = self.state
         self.flush_logs()
         started = time.perf_counter()
-        metrics, outputs = self.score(self.steps.model, self.validation)
+        with shared_across_processes(self.accelerator.process_index, self.processes):
+            metrics, outputs = self.score(self.steps.model, self.validation)
         state.eval_seconds += time.perf_counter() - started
         self.last_evaluation = state.step
         selection = self.settings.selection
@@ -310,7 +329,8 @@ class _Run:
         self.started, self.eval_before = time.perf_counter(), self.state.eval_seconds
 
     def _reset_losses(self) -> None:
-        self.running_loss = torch.full((), self.state.unlogged_loss, device=self.accelerator.device)
+        unlogged = self.state.unlogged_loss if self.accelerator.is_main_process else 0.0  # summed across processes
+        self.running_loss = torch.full((), unlogged, device=self.accelerator.device)
         self.running_batches = self.state.unlogged_batches
 
 

@@ -25,12 +25,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainingSettings
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=settings.total_steps)
 
 
-def batches_per_process(rows: int, batch_size: int, num_processes: int) -> int:
-    """Batches each process sees per epoch (processes take equal shares, the remainder is dropped)."""
-    batches = math.ceil(rows / batch_size)
-    return max(batches // num_processes, 1) if num_processes > 1 else batches
+def batches_per_epoch(rows: int, batch_size: int) -> int:
+    """Batches per epoch. `batch_size` is the whole batch, however many processes share it."""
+    return math.ceil(rows / batch_size)
 
 
-def steps_per_epoch(rows: int, batch_size: int, gradient_accumulation: int, num_processes: int = 1) -> int:
+def steps_per_epoch(rows: int, batch_size: int, gradient_accumulation: int) -> int:
     """Optimizer steps per epoch: the epoch's last, partial accumulation still makes a step."""
-    return math.ceil(batches_per_process(rows, batch_size, num_processes) / gradient_accumulation)
+    return math.ceil(batches_per_epoch(rows, batch_size) / gradient_accumulation)

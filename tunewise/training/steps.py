@@ -9,6 +9,7 @@ operations, which is all `training.loop.fit` needs.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,10 +17,10 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from tunewise.inference import collate, to_device
+from tunewise.inference import collate, loss_terms, to_device
 from tunewise.training.batching import length_grouped_batches
 from tunewise.training.dp import make_private, poisson_batches, private_backward
-from tunewise.training.optim import batches_per_process
+from tunewise.training.optim import batches_per_epoch
 from tunewise.training.settings import TrainingSettings
 from tunewise.types import EncodedSplit
 
@@ -27,7 +28,7 @@ WHOLE_MODEL_COMPILE_STEPS = 3000  # below this, compiling block by block starts 
 
 
 class Steps(Protocol):
-    model: nn.Module  # what the evaluations during training call (Accelerate's wrapper; the bare model under DP)
+    model: nn.Module  # what the evaluations during training call: the model itself, without a training wrapper
     optimizer: Any  # the optimizer to step (wrapped by Accelerate or Opacus)
 
     def bare(self) -> nn.Module:
@@ -35,11 +36,13 @@ class Steps(Protocol):
         ...
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """This process's row indices for each batch of `epoch`: a pure function of (seed, epoch)."""
+        """The row indices of each batch of `epoch`, the same in every process: a pure function of (seed, epoch)."""
         ...
 
-    def backward(self, indices: np.ndarray) -> torch.Tensor:
-        """Forward and backward over one batch; returns its mean loss, still on the device."""
+    def backward(self, indices: np.ndarray, sync: bool) -> torch.Tensor:
+        """Forward and backward over this process's share of one batch. `sync`: the last batch before an
+        optimizer step, whose backward averages the gradients across processes. Returns this process's
+        part of the batch's mean loss, still on the device (the parts of all processes add up to it)."""
         ...
 
     def clip(self) -> None:
@@ -68,10 +71,13 @@ class PlainSteps:
         settings: TrainingSettings,
         accelerator: Accelerator,
     ):
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # training runs through Accelerate's wrapper (DDP with several processes); evaluations call the model
+        # itself: DDP's forward syncs buffers across processes, and each evaluates its own share of batches
+        self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
+        self.model = accelerator.unwrap_model(self.wrapped)
         self.train_split, self.settings, self.accelerator = train, settings, accelerator
         self.pad_multiple = 8 if accelerator.device.type == "cuda" else 1
-        self.forward: nn.Module = self.model
+        self.forward: nn.Module = self.wrapped
         if settings.compile:
             self.forward = compiled_forward(self.bare(), train.fixed_shape, settings.total_steps)
         weights = settings.class_weights
@@ -80,32 +86,50 @@ class PlainSteps:
         )
 
     def bare(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        return self.model
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """This process's share of the epoch's batches (equal counts, so processes stay in step)."""
-        settings, processes = self.settings, self.accelerator.num_processes
+        settings = self.settings
         batches = length_grouped_batches(
             self.train_split.lengths, settings.batch_size, settings.seed, epoch, sample_weights=settings.sample_weights
         )
         if settings.compile and self.train_split.fixed_shape:  # one shape, one static graph: drop the short batch
             batches = [batch for batch in batches if len(batch) == settings.batch_size] or batches
-        share = len(batches) // processes if processes > 1 else len(batches)
-        return batches[self.accelerator.process_index :: processes][:share]
+        return batches
 
-    def backward(self, indices: np.ndarray) -> torch.Tensor:
-        batch = to_device(collate(self.train_split, indices, self.pad_multiple), self.accelerator.device)
+    def backward(self, indices: np.ndarray, sync: bool) -> torch.Tensor:
+        rows, share = self.share(indices)
+        batch = to_device(collate(self.train_split, rows, self.pad_multiple), self.accelerator.device)
         with self.accelerator.autocast():
             if self.loss_weights is None:
                 loss = self.forward(**batch).loss
             else:
                 loss = weighted_loss(self.forward, batch, self.loss_weights)
-        self.accelerator.backward(loss / self.settings.gradient_accumulation)
-        return loss.detach()
+        processes = self.accelerator.num_processes
+        # the processes' gradients are averaged: each share weighs its part of the batch's loss terms, times
+        # the process count, so the average is the gradient of the whole batch's mean loss
+        scaled = loss if processes == 1 else loss * (share * processes)
+        accumulating = processes > 1 and not sync
+        with self.accelerator.no_sync(self.wrapped) if accumulating else nullcontext():
+            self.accelerator.backward(scaled / self.settings.gradient_accumulation)
+        return loss.detach() if processes == 1 else loss.detach() * share
+
+    def share(self, indices: np.ndarray) -> tuple[np.ndarray, float]:
+        """This process's rows of a batch, and their share of its loss terms. A process left without rows
+        (a batch smaller than the process count) computes one row with weight 0: every process must take
+        part in the gradient averaging."""
+        processes = self.accelerator.num_processes
+        if processes == 1:
+            return indices, 1.0
+        positions = np.array_split(np.arange(len(indices)), processes)[self.accelerator.process_index]
+        if len(positions) == 0:
+            return indices[:1], 0.0
+        terms = loss_terms(self.train_split, indices)  # by position: an oversampled batch may repeat a row
+        return indices[positions], float(terms[positions].sum() / max(terms.sum(), 1.0))
 
     def clip(self) -> None:
         if self.settings.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+            self.accelerator.clip_grad_norm_(self.wrapped.parameters(), self.settings.max_grad_norm)
 
     def end_epoch(self, step: int) -> dict[str, Any] | None:
         return None
@@ -114,7 +138,7 @@ class PlainSteps:
         """Nothing to undo."""
 
     def train(self) -> None:
-        self.model.train()
+        self.wrapped.train()
 
 
 class PrivateSteps:
@@ -131,7 +155,7 @@ class PrivateSteps:
         self.model = model.to(device)
         self.private, self.optimizer = make_private(self.model, optimizer, self.plan, settings.batch_size)
         self.train_split, self.settings, self.device = train, settings, device
-        self.batches_per_epoch = batches_per_process(len(train), settings.batch_size, 1)
+        self.batches_per_epoch = batches_per_epoch(len(train), settings.batch_size)
 
     def bare(self) -> nn.Module:
         return self.model
@@ -140,7 +164,7 @@ class PrivateSteps:
         rows, seed = len(self.train_split), self.settings.seed
         return poisson_batches(rows, self.plan.sample_rate, self.batches_per_epoch, seed, epoch)
 
-    def backward(self, indices: np.ndarray) -> torch.Tensor:
+    def backward(self, indices: np.ndarray, sync: bool) -> torch.Tensor:
         return private_backward(self.private, self.optimizer, self.train_split, indices, self.device, self.plan)
 
     def clip(self) -> None:
