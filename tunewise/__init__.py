@@ -7,9 +7,22 @@ run.predict(["WINNER! Claim your prize now"])
 tunewise.load("runs/sms-spam").predict(["see you at lunch"])
 tunewise.export("runs/sms-spam", quantize="int8")   # ONNX int8, checked on the run's test rows
 tunewise.serve("runs/sms-spam", port=8000)          # HTTP, until interrupted
+tunewise.tune("my.yaml", trials=20)                 # an Optuna study over the config's tune.space
 """
 
-from tunewise.api import CheckResult, FineTunedModel, Run, audit_privacy, check, export, load, serve, train
+from tunewise.api import (
+    CheckResult,
+    FineTunedModel,
+    Run,
+    TuneResult,
+    audit_privacy,
+    check,
+    export,
+    load,
+    serve,
+    train,
+    tune,
+)
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.tasks import load_config
@@ -22,6 +35,7 @@ __all__ = [
     "FineTunedModel",
     "Run",
     "RunConfig",
+    "TuneResult",
     "TunewiseError",
     "audit_privacy",
     "check",
@@ -30,4 +44,5 @@ __all__ = [
     "load_config",
     "serve",
     "train",
+    "tune",
 ]

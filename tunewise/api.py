@@ -1,6 +1,7 @@
 """The Python API: one function per command, each a thin caller of its job (tunewise/jobs/).
 
 train(config)         check the data, fine-tune, evaluate, audit, report: the run folder
+tune(config, trials)  an Optuna study over the config's tune.space, a training run per trial; the best on test once
 check(config)         the data check alone: findings, audit.json, datasheet, redacted copies
 audit_privacy(run)    membership inference against a finished run
 build_guard(data)     train the content screen's abusive-language classifier (Davidson et al.'s tweets)
@@ -25,6 +26,7 @@ from tunewise.jobs import export as export_job
 from tunewise.jobs import guard as guard_job
 from tunewise.jobs import privacy as privacy_job
 from tunewise.jobs import train as train_job
+from tunewise.jobs import tune as tune_job
 from tunewise.jobs.check import TokenView, run_check, token_views, write_check
 from tunewise.prepare import prepare_check
 from tunewise.reporting.rebuild import rebuild
@@ -36,6 +38,7 @@ from tunewise.serving.predictor import FineTunedModel, load
 from tunewise.tasks import load_config
 
 Run = train_job.Run
+TuneResult = tune_job.TuneResult
 
 
 def train(
@@ -49,6 +52,24 @@ def train(
     """Fine-tune as the config says and write the run folder. Returns the `Run`."""
     transformers_logging.set_verbosity_error()
     return train_job.train(load_config(config, overrides), overwrite, resume, show_progress, console)
+
+
+def tune(
+    config: str | Path | dict | RunConfig,
+    trials: int,
+    storage: str | None = None,
+    timeout: float | None = None,
+    overrides: list[str] | None = None,
+    study_name: str | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> TuneResult:
+    """Search the config's `tune.space` (`tunewise tune`): one training run per trial into OUTPUT_DIR/trials/, with
+    the test split withheld, until the study holds `trials` finished trials (`storage` of an earlier study
+    continues it) or `timeout` seconds have passed; the best trial is then scored on test once. Writes
+    OUTPUT_DIR/tune/ (trials.csv, best.json, best_config.yaml, plots) and returns the best trial."""
+    transformers_logging.set_verbosity_error()
+    return tune_job.tune(load_config(config, overrides), trials, storage, timeout, study_name, show_progress, console)
 
 
 @dataclass
@@ -150,6 +171,7 @@ __all__ = [
     "CheckResult",
     "FineTunedModel",
     "Run",
+    "TuneResult",
     "audit_privacy",
     "build_guard",
     "check",
@@ -157,4 +179,5 @@ __all__ = [
     "load",
     "serve",
     "train",
+    "tune",
 ]

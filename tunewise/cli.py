@@ -48,6 +48,16 @@ def _quiet_transformers() -> None:
     transformers_logging.disable_progress_bar()
 
 
+# where the processes of `train` and `tune` run (jobs/launch.py)
+Nproc = Annotated[
+    int, typer.Option("--nproc", help="Processes on this machine (one per GPU): starts itself under torchrun.")
+]
+Nnodes = Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command.")]
+NodeRank = Annotated[int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes - 1.")]
+MasterAddr = Annotated[str | None, typer.Option("--master-addr", help="Several machines: the address of node 0.")]
+MasterPort = Annotated[int, typer.Option("--master-port", help="Several machines: a free port on node 0.")]
+
+
 @app.command()
 @user_errors
 def train(
@@ -58,15 +68,11 @@ def train(
     skip_check: Annotated[
         bool, typer.Option("--skip-check", help="Train without the data check (audit.before_training: false).")
     ] = False,
-    nproc: Annotated[
-        int, typer.Option("--nproc", help="Processes on this machine (one per GPU): starts itself under torchrun.")
-    ] = 1,
-    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part, each running this command.")] = 1,
-    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's number, 0 to nnodes - 1.")] = 0,
-    master_addr: Annotated[
-        str | None, typer.Option("--master-addr", help="Several machines: the address of node 0.")
-    ] = None,
-    master_port: Annotated[int, typer.Option("--master-port", help="Several machines: a free port on node 0.")] = 29500,
+    nproc: Nproc = 1,
+    nnodes: Nnodes = 1,
+    node_rank: NodeRank = 0,
+    master_addr: MasterAddr = None,
+    master_port: MasterPort = 29500,
 ) -> None:
     """Check the data, fine-tune a model as CONFIG describes, and write the run folder."""
     from tunewise.api import train as run_training
@@ -123,12 +129,28 @@ def tune(
     ] = None,
     study_name: Annotated[str | None, typer.Option(help="The study's name in the storage; default: output_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set train.epochs=1")] = None,
+    nproc: Nproc = 1,
+    nnodes: Nnodes = 1,
+    node_rank: NodeRank = 0,
+    master_addr: MasterAddr = None,
+    master_port: MasterPort = 29500,
 ) -> None:
     """Search hyperparameters: one training run per trial (test withheld), the best scored on test once."""
     from tunewise.api import tune as run_tuning
     from tunewise.jobs.tuning.outputs import BEST_CONFIG, BEST_FILE, summary_table
+    from tunewise.prepare import process_state
 
-    result = run_tuning(config, trials, storage, timeout, overrides=set_, study_name=study_name, console=console)
+    overrides = set_ or []
+    arguments = [
+        "tune", str(config), f"--trials={trials}", *(f"--set={item}" for item in overrides),
+        *([f"--storage={storage}"] if storage else []), *([f"--timeout={timeout}"] if timeout is not None else []),
+        *([f"--study-name={study_name}"] if study_name else []),
+    ]  # fmt: skip
+    if launched_again(config, overrides, Processes(nproc, nnodes, node_rank, master_addr, master_port), arguments):
+        return
+    result = run_tuning(config, trials, storage, timeout, overrides=overrides, study_name=study_name, console=console)
+    if not process_state().is_main_process:  # every process has the result; the first one shows it
+        return
     Console().print(summary_table(result.trials, result.metric, result.direction, result.best_trial))
     test = "" if result.test is None else f", test {result.test.get(result.metric, float('nan')):.4f}"
     console.print(

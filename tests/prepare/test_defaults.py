@@ -41,7 +41,8 @@ def test_auto_batch_keeps_enough_steps_on_small_data_and_bounds_tokens_for_long_
 def test_auto_batch_counts_the_steps_of_every_process_and_is_an_int() -> None:
     lengths = sst2_like_lengths(67_349)
     assert defaults.batch_size("auto", "cuda", lengths, num_processes=1) == 256
-    assert defaults.batch_size("auto", "cuda", lengths, num_processes=4) == 128  # 67k / (256 x 4) < 100 steps
+    # per GPU 128 (67k / (256 x 4) < 100 steps), so the whole batch, which train.batch_size counts, is 4 x 128
+    assert defaults.batch_size("auto", "cuda", lengths, num_processes=4) == 512
     assert defaults.batch_size("auto", "cuda", np.array([], dtype=np.int64)) == 32  # no rows: the smallest
     assert all(
         type(defaults.batch_size(setting, device, lengths)) is int

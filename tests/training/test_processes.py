@@ -188,6 +188,24 @@ def test_differential_privacy_refuses_several_processes(
     assert not (tmp_path / "private").exists()
 
 
+def test_a_study_runs_its_trials_in_two_processes(tmp_path: Path, no_dropout_model: Path, data: dict[str, str]) -> None:
+    """`tunewise tune --nproc 2`: the first process samples each trial and tells the others; every trial trains
+    in both; one set of study files."""
+    config = write_config(tmp_path, no_dropout_model, data, "study", epochs=2, early_stopping={"patience": 100})
+    raw = yaml.safe_load(config.read_text())
+    raw["tune"] = {"space": {"train.learning_rate": {"choice": [1e-2, 1e-3]}}, "pruner": "none"}
+    config.write_text(yaml.safe_dump(raw))
+    completed = tunewise("tune", config, "--trials", "2", "--nproc", "2", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    trials = (tmp_path / "study" / "tune" / "trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 2 and all(",COMPLETE," in row for row in trials[1:])
+    folders = sorted((tmp_path / "study" / "trials").iterdir())
+    assert [read_json(folder / RUN_FILE)["processes"] for folder in folders] == [2, 2]
+    assert sum((folder / MODEL_FOLDER).is_dir() for folder in folders) == 1  # the best keeps its weights
+    assert read_json(tmp_path / "study" / "tune" / "best.json")["test"]["n"] == 13  # scored on test once
+    assert completed.stdout.count("trial") >= 2 and completed.stderr.count("best:") == 1
+
+
 def test_the_launcher_command_lines() -> None:
     arguments = ["train", "my.yaml", "--resume"]
     one_machine = launcher_command(arguments, Processes(per_node=4), None)

@@ -14,16 +14,12 @@ from __future__ import annotations
 import copy
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from tunewise.config.base import Section
 from tunewise.config.identity_terms import COUNTERFACTUAL_PAIRS, IDENTITY_TERMS
 from tunewise.config.rules import COMMON_RULES, Rule, enforce
-
-
-class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from tunewise.config.tune import TUNE_RULES, TuneConfig
 
 
 class DataConfig(Section):
@@ -390,7 +386,7 @@ class RunConfig(Section):
     `task`, may narrow `data` and adds the task's own section; `rules` lists the cross-field rules
     the class obeys, all checked together after the fields are valid."""
 
-    rules: ClassVar[tuple[Rule, ...]] = COMMON_RULES
+    rules: ClassVar[tuple[Rule, ...]] = (*COMMON_RULES, *TUNE_RULES)
 
     task: str = Field(description="What the model learns (see tunewise.tasks for the list).")
     model: str = Field(
@@ -415,6 +411,24 @@ class RunConfig(Section):
     )
     output_dir: str = Field(
         default="runs/latest", description="Run folder: model, metrics, history, plots, checkpoints."
+    )
+    tracking: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers to log to, through Accelerate's: the resolved config as parameters, the "
+        "loss and learning rate every log line, each validation, the final metrics and (MLflow) the run folder's "
+        "files. tensorboard writes OUTPUT_DIR/tensorboard/; mlflow logs to tracking_uri. Empty (the default): "
+        "nothing is logged anywhere, and tunewise sends no telemetry.",
+    )
+    tracking_uri: str = Field(
+        default="sqlite:///mlflow.db",
+        description="Where MLflow logs (tracking: [mlflow]): a local SQLite file (the default, mlflow.db in the "
+        "current folder; `mlflow ui --backend-store-uri sqlite:///mlflow.db` shows it), a folder, or a tracking "
+        "server's http(s) URI.",
+    )
+    tune: TuneConfig | None = Field(
+        default=None,
+        description="What `tunewise tune` searches (tunewise train ignores it): config fields and their ranges, "
+        "the metric, sampler and pruner. null: nothing to tune.",
     )
 
     @model_validator(mode="after")

@@ -34,6 +34,13 @@ from tunewise.jobs.fairness import fairness_summary, measure_fairness
 from tunewise.jobs.launch import refuse_sharded_training
 from tunewise.jobs.privacy import audit_membership, privacy_summary, write_privacy
 from tunewise.jobs.safety import base_model_safety, safety_audit, screen_generations
+from tunewise.jobs.tracking import (
+    abandon_tracking,
+    check_trackers,
+    finish_tracking,
+    start_tracking,
+    tracker_options,
+)
 from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.prepare import Plan, prepare, process_state
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
@@ -104,6 +111,22 @@ def train(
 
     `withhold_test` leaves the test split out of the whole run (prepare.prepare says why);
     `on_validation` is told every validation during training (training.loop.fit)."""
+    try:
+        return _train(config, overwrite, resume, show_progress, console, withhold_test, on_validation)
+    except BaseException:  # an error, a pruned trial, Ctrl-C: the tracker's run ends marked as failed
+        abandon_tracking(config)
+        raise
+
+
+def _train(
+    config: RunConfig,
+    overwrite: bool,
+    resume: bool,
+    show_progress: bool,
+    console: Console | None,
+    withhold_test: bool,
+    on_validation: ValidationObserver | None,
+) -> Run:
     console = console or Console(stderr=True)
     if process_state().process_index > 0:  # with several processes, the first one speaks for all
         console = Console(stderr=True, quiet=True)
@@ -121,7 +144,12 @@ def train(
 
     # --- model and strategy: mistakes in either fail here, before the run folder is touched ---
     settings = plan.training.settings
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=plan.training.device_type != "cuda")
+    check_trackers(plan.config)
+    accelerator = Accelerator(
+        mixed_precision=settings.mixed_precision,
+        cpu=plan.training.device_type != "cuda",
+        **tracker_options(plan.config, plan.run_dir),
+    )
     refuse_sharded_training(accelerator.distributed_type.value)
     if settings.privacy is not None:
         console.print(settings.privacy.describe())
@@ -139,6 +167,7 @@ def train(
     accelerator.wait_for_everyone()  # every process has checked the run folder before the first one writes it
     if writer:
         start_run(plan, audit, record, overwrite)
+        start_tracking(accelerator, plan.config, plan.run_dir)
     console.print(
         f"[bold]tunewise[/] {plan.facts.name} ({plan.facts.problem_type}"
         f"{f', {len(plan.facts.label_names)} labels' if plan.facts.label_names else ''}) on {plan.config.model}: "
@@ -214,6 +243,7 @@ def train(
     with clock.stage("report"):
         rebuild_report(plan.run_dir)
     finish_record(plan, record, metrics, result, clock, privacy_record)  # now with the report's time too
+    finish_tracking(accelerator, plan.config, plan.run_dir, metrics, result.state.step)
     console.print(format_metrics_table(metrics, title=f"{plan.run_dir} - best step {result.state.best_step}"))
     fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
     return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)

@@ -111,9 +111,7 @@ def fit(
     epoch_length = batches_per_epoch(len(train), settings.batch_size)
     shown = show_progress and accelerator.is_main_process  # progress bar and validation lines: one process prints
     progress = _progress_bar(shown, console)
-    run = _Run(
-        steps, scheduler, settings, evaluate, validation, epoch_length, accelerator, checkpoint_dir, progress
-    )
+    run = _Run(steps, scheduler, settings, evaluate, validation, epoch_length, accelerator, checkpoint_dir, progress)
     run.on_validation = on_validation
     if resume:
         run.restore_checkpoint()
@@ -269,6 +267,8 @@ class _Run:
         losses = self._summed(torch.stack([loss for _, loss in self.pending_logs])).tolist()
         for (record, _), loss in zip(self.pending_logs, losses, strict=True):
             self.state.history.append({**record, "loss": loss})
+            logged = {"train/loss": loss, "train/learning_rate": record["lr"], "train/epoch": record["epoch"]}
+            self.accelerator.log(logged, step=record["step"])  # to the run's trackers, when it has any
         self.progress.update(self.task_id, loss=losses[-1])
         self.pending_logs.clear()
 
@@ -306,6 +306,7 @@ class _Run:
         state.history.append(
             {"step": state.step, "epoch": self.epoch_position(), "split": "validation", "metrics": scalars(metrics)}
         )
+        self.accelerator.log({f"validation/{name}": value for name, value in scalars(metrics).items()}, step=state.step)
         if self.on_validation is not None:
             self.on_validation(state.step, metrics)
         verdict = state.stopping.update(state.step, metrics)
