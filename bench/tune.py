@@ -6,7 +6,7 @@ test.tsv (872 rows), twice: once with tunewise's defaults (`tunewise train`), on
 trials over the learning rate, epochs, warm-up, weight decay and the strategy (`tunewise tune`), whose best
 trial is scored on test once. Reports each one's test scores, the gain, and the wall time of each.
 
-    python bench/tune.py                                # 12 trials, 2,000 rows (an hour or more on 2 CPU cores)
+    python bench/tune.py                                # 12 trials, 2,000 rows (about 17 minutes on 2 CPU cores)
     python bench/tune.py --trials 2 --rows 200          # smoke run: checks the script works
 
 Writes bench/results/tune.json and prints two tables (the comparison, and the trials).
