@@ -248,3 +248,27 @@ def test_a_missing_accelerate_config_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"train.accelerate_config: .*nowhere\.yaml is not a file"):
         launcher_command(["train", "my.yaml"], Processes(per_node=2), str(tmp_path / "nowhere.yaml"))
+
+
+def test_each_process_takes_its_rows_and_their_share_of_the_loss_terms() -> None:
+    import numpy as np
+
+    from tunewise.training.steps import process_share
+    from tunewise.types import LABEL_PAD, EncodedSplit
+
+    rows = EncodedSplit({"input_ids": [[1, 2]] * 5}, labels=np.array([0, 1, 0, 1, 1]))
+    batch = np.array([4, 0, 4, 2, 1])  # oversampling may repeat a row
+    shares = [process_share(rows, batch, rank, 2) for rank in range(2)]
+    assert [list(indices) for indices, _ in shares] == [[4, 0, 4], [2, 1]]
+    assert [share for _, share in shares] == [0.6, 0.4]
+    tags = [np.array([3, LABEL_PAD, 1]), np.array([LABEL_PAD, LABEL_PAD, LABEL_PAD]), np.array([2, 2, 2, 2])]
+    tokens = EncodedSplit({"input_ids": [[1, 2, 3], [1, 2, 3], [1, 2, 3, 4]]}, labels=tags)
+    assert process_share(tokens, np.array([0, 1, 2]), 0, 2)[1] == pytest.approx(2 / 6)  # labelled tokens count
+    assert process_share(tokens, np.array([1, 0]), 0, 2)[1] == 0.0  # all masked: weight 0, not NaN
+    # a causal LM never scores a row's first label
+    shifted = EncodedSplit(
+        {"input_ids": [[5, 6, 7], [5, 6]]}, [np.array([5, 6, 7]), np.array([5, 6])], shifted_labels=True
+    )
+    assert process_share(shifted, np.array([0, 1]), 0, 2)[1] == pytest.approx(2 / 3)
+    alone, weight = process_share(rows, np.array([3]), 1, 2)  # no row left for process 1: it computes one at weight 0
+    assert (list(alone), weight) == ([3], 0.0)

@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from tunewise.inference import collate, loss_terms, to_device
+from tunewise.inference import collate, loss_terms, model_scores, to_device
 from tunewise.training.batching import length_grouped_batches
 from tunewise.training.dp import make_private, poisson_batches, private_backward
 from tunewise.training.optim import batches_per_epoch
@@ -98,14 +98,17 @@ class PlainSteps:
         return batches
 
     def backward(self, indices: np.ndarray, sync: bool) -> torch.Tensor:
-        rows, share = self.share(indices)
+        processes = self.accelerator.num_processes
+        rows, share = process_share(self.train_split, indices, self.accelerator.process_index, processes)
         batch = to_device(collate(self.train_split, rows, self.pad_multiple), self.accelerator.device)
         with self.accelerator.autocast():
-            if self.loss_weights is None:
+            if share == 0.0:  # nothing of the loss here; the mean over no terms would be NaN, and NaN x 0 is NaN
+                batch.pop("labels", None)
+                loss = model_scores(self.forward(**batch)).float().sum() * 0.0
+            elif self.loss_weights is None:
                 loss = self.forward(**batch).loss
             else:
                 loss = weighted_loss(self.forward, batch, self.loss_weights)
-        processes = self.accelerator.num_processes
         # the processes' gradients are averaged: each share weighs its part of the batch's loss terms, times
         # the process count, so the average is the gradient of the whole batch's mean loss
         scaled = loss if processes == 1 else loss * (share * processes)
@@ -113,19 +116,6 @@ class PlainSteps:
         with self.accelerator.no_sync(self.wrapped) if accumulating else nullcontext():
             self.accelerator.backward(scaled / self.settings.gradient_accumulation)
         return loss.detach() if processes == 1 else loss.detach() * share
-
-    def share(self, indices: np.ndarray) -> tuple[np.ndarray, float]:
-        """This process's rows of a batch, and their share of its loss terms. A process left without rows
-        (a batch smaller than the process count) computes one row with weight 0: every process must take
-        part in the gradient averaging."""
-        processes = self.accelerator.num_processes
-        if processes == 1:
-            return indices, 1.0
-        positions = np.array_split(np.arange(len(indices)), processes)[self.accelerator.process_index]
-        if len(positions) == 0:
-            return indices[:1], 0.0
-        terms = loss_terms(self.train_split, indices)  # by position: an oversampled batch may repeat a row
-        return indices[positions], float(terms[positions].sum() / max(terms.sum(), 1.0))
 
     def clip(self) -> None:
         if self.settings.max_grad_norm:
@@ -191,6 +181,20 @@ def make_steps(
     if settings.privacy is not None:
         return PrivateSteps(model, optimizer, train, settings, accelerator.device)
     return PlainSteps(model, optimizer, train, settings, accelerator)
+
+
+def process_share(split: EncodedSplit, indices: np.ndarray, rank: int, processes: int) -> tuple[np.ndarray, float]:
+    """Process `rank`'s rows of a batch, and their share of its loss terms (the shares add up to 1). A process
+    left without rows (a batch smaller than the process count) computes one row with weight 0: every
+    process must take part in the gradient averaging."""
+    if processes == 1:
+        return indices, 1.0
+    positions = np.array_split(np.arange(len(indices)), processes)[rank]
+    if len(positions) == 0:
+        return indices[:1], 0.0
+    terms = loss_terms(split, indices)  # by position: an oversampled batch may repeat a row
+    total = terms.sum()
+    return indices[positions], float(terms[positions].sum() / total) if total > 0 else 0.0
 
 
 def weighted_loss(forward: nn.Module, batch: dict[str, torch.Tensor], class_weights: torch.Tensor) -> torch.Tensor:
