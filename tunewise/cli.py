@@ -85,8 +85,11 @@ def train(
     ]  # fmt: skip
     if launched_again(config, overrides, processes, arguments):
         return
+    from tunewise.prepare import process_state
+
     run = run_training(config, overrides=overrides, overwrite=overwrite, resume=resume, console=console)
-    console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
+    if process_state().is_main_process:  # with several processes, the first one speaks for all
+        console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
 
 
 def launched_again(config: Path, overrides: list[str], processes: Processes, arguments: list[str]) -> bool:

@@ -114,6 +114,7 @@ def test_two_processes_end_with_the_weights_and_metrics_of_one(one_and_two, no_d
 def test_only_the_first_process_speaks_and_writes(one_and_two) -> None:
     _, two, completed = one_and_two
     assert completed.stderr.count("validation:") == 3  # one line per evaluation, not one per process
+    assert completed.stderr.count("done:") == 1
     assert "starting 2 processes" in completed.stderr
     assert (two / "report.html").is_file() and (two / "model_card.md").is_file()
 
