@@ -50,6 +50,44 @@ class Capabilities:
     # so the shared count of its text columns' tokens against max_length, as one text or a pair, is not reported
     measures_own_lengths: bool = False
     reads_text: bool = True  # inputs are texts (False: images)
+    explanations: bool = False  # the task has an `explanation` piece: attributions of its predictions (explain/)
+
+
+@dataclass(frozen=True)
+class TextExplanationTarget:
+    """One thing to explain in one encoded text row: a score of the model's output, and the tokens it
+    came from. A task's `explanation` piece makes these; `tunewise.explain` attributes the score to the
+    tokens (Captum) and merges the tokens into the user's words through `offsets`.
+
+    The score is read from `out = activation(model(**features).<output>[0])` and averaged: `out[classes[0]]`
+    for a row-level output (`positions` empty: the predicted or chosen class of a text), `out[p, c]` over
+    `zip(positions, classes)` for per-token classes (each token's tag of a named entity), `out[p]` over
+    `positions` when `classes` is empty (the answer's start or end token, softmax over the sequence)."""
+
+    row: int  # position of the row in the frame that was explained
+    name: str  # what is explained, in words: a label, "PER: Barack Obama", "answer start"
+    features: dict[str, torch.Tensor]  # one encoded sequence, [1, length]: input_ids, attention_mask, token_type_ids
+    output: str  # the model output read: "logits", "start_logits" or "end_logits"
+    positions: tuple[int, ...]  # token positions whose scores are averaged; () for a row-level output
+    classes: tuple[int, ...]  # the class read (one per position for token outputs); () when there is no class axis
+    activation: Literal["softmax", "sigmoid", "identity"]  # over the last axis: the output as what is explained
+    offsets: tuple[tuple[int, int], ...]  # each token's character span in its text; (0, 0) for special tokens
+    sequence_ids: tuple[int | None, ...]  # which of `texts` each token is from; None for special tokens
+    texts: tuple[str, ...]  # the row's text(s): one, a (text, pair), or a (question, context)
+    probability: float  # the explained score on the whole input
+
+
+@dataclass(frozen=True)
+class ImageExplanationTarget:
+    """One image and the class of it to explain; `tunewise.explain` attributes the class's probability to
+    the pixels (Captum) and overlays the heat map on the image it reads from `path`."""
+
+    row: int
+    name: str  # the label explained
+    pixel_values: torch.Tensor  # [1, channels, height, width], as the model takes it
+    index: int  # the class in the logits
+    path: str  # the image file, for the overlay
+    probability: float
 
 
 @dataclass(frozen=True)

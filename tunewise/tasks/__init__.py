@@ -16,7 +16,15 @@ from typing import Any
 from tunewise.config.parsing import parse_config
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError
-from tunewise.tasks.base import Task, TaskData, TaskModel, TaskScoring, TextGeneration
+from tunewise.tasks.base import (
+    ImageExplanation,
+    Task,
+    TaskData,
+    TaskModel,
+    TaskScoring,
+    TextExplanation,
+    TextGeneration,
+)
 from tunewise.tasks.causal_lm import CausalLMConfig, CausalLMTask
 from tunewise.tasks.image_classification import ImageClassificationConfig, ImageClassificationTask
 from tunewise.tasks.question_answering import QuestionAnsweringConfig, QuestionAnsweringTask
@@ -60,15 +68,30 @@ def text_generation(task: Task) -> TextGeneration:
     return piece
 
 
+def explanation(task: Task) -> TextExplanation | ImageExplanation:
+    """The explanation piece of a task whose capabilities say it explains its predictions (`task.explanation`)."""
+    facts = task.facts()
+    piece = getattr(task, "explanation", None)
+    if not facts.capabilities.explanations or piece is None:
+        raise ConfigError(
+            f"a {facts.name} model cannot explain its predictions; explanations exist for text classification, "
+            "token classification, question answering and image classification."
+        )
+    return piece
+
+
 __all__ = [
     "CONFIG_CLASSES",
     "TASKS",
+    "ImageExplanation",
     "Task",
     "TaskData",
     "TaskEntry",
     "TaskModel",
     "TaskScoring",
+    "TextExplanation",
     "TextGeneration",
+    "explanation",
     "load_config",
     "make_task",
     "text_generation",

@@ -24,7 +24,18 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from tunewise.types import CheckpointHints, EncodedSplit, Finding, ModelSource, Outputs, Processor, Purpose, TaskFacts
+from tunewise.types import (
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ImageExplanationTarget,
+    ModelSource,
+    Outputs,
+    Processor,
+    Purpose,
+    TaskFacts,
+    TextExplanationTarget,
+)
 
 
 class TaskData(Protocol):
@@ -155,6 +166,31 @@ class TextGeneration(Protocol):
         self, model: nn.Module, processor: Any, prompts: Sequence[str], max_length: int, max_new_tokens: int
     ) -> list[str]:
         """The model's answers to plain requests (as `predict` would render them), greedily."""
+        ...
+
+
+class TextExplanation(Protocol):
+    """What a task that reads text (capability `explanations`) tells `tunewise.explain`: which scores of
+    the model explain each row's prediction (the predicted or a chosen label, each predicted entity, the
+    answer's start and end), with the tokens' character offsets that map attributions back to words."""
+
+    def targets(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[TextExplanationTarget]:
+        """The targets of every row of `frame` (as `data.read` or `data.from_inputs` made it), in row
+        order; `label` explains that label instead of the predicted one (an error names the labels
+        when it is not one of them)."""
+        ...
+
+
+class ImageExplanation(Protocol):
+    """What an image task (capability `explanations`) tells `tunewise.explain`: each row's image as the
+    model takes it and the class to explain (predicted, or `label`)."""
+
+    def targets(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[ImageExplanationTarget]:
+        """One target per row of `frame`, in row order."""
         ...
 
 
