@@ -1,6 +1,6 @@
 """Shared fixtures and helpers: tiny random models (BERT with and without sentence-transformers mean
 pooling, GPT-2 and Llama shapes), small learnable datasets for every problem type, config builders,
-and the crash-and-resume helper.
+the crash-and-resume helper, and a live server on loopback (`serving`).
 
 Test modules import helpers from here only (never from each other). Nothing here needs the network,
 the real MiniLM weights or `../shared`: the tiny models' tokenizer is built from a small word
@@ -423,6 +423,8 @@ def make_config(tmp_path: Path, model_dir: Path | str, data: dict[str, str] | No
         },
         # the tiny synthetic rows repeat each other by design; tests of the check before training turn it on
         "audit": {"before_training": False},
+        # explanations stay on (explain.enabled auto) but on a few rows: every run here pays for them
+        "explain": {"rows": 8, "examples": 2},
         "output_dir": str(tmp_path / "run"),
     }
     return deep_update(config, overrides)
@@ -533,6 +535,70 @@ def invoke_cli(*args: Any) -> CliResult:
     return CliResult(CliRunner().invoke(app, [str(arg) for arg in args]))
 
 
+# ------------------------------------------------------------------------------------------ a live server
+
+
+class LiveServer:
+    """`tunewise serve`'s app (serving.http.create_app) under uvicorn in a thread, on a free loopback port; `url`
+    once it accepts connections (and, with `ready`, once the model is loaded). `loader` defaults to
+    serving.predictor.load."""
+
+    def __init__(self, folder: Path, settings: Any = None, loader: Any = None, ready: bool = True):
+        import socket
+        import threading
+        import time
+
+        import httpx
+        import uvicorn
+
+        from tunewise.serving.http import ServerSettings, create_app
+        from tunewise.serving.predictor import load
+
+        self.app = create_app(folder, settings or ServerSettings(), loader or load)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        while ready and httpx.get(f"{self.url}/health").status_code != 200:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.02)
+
+    def post(self, inputs: Any, body: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """POST /predict {"inputs": inputs, **body} (body: explain, explain_label, ...)."""
+        import httpx
+
+        return httpx.post(f"{self.url}/predict", json={"inputs": inputs, **(body or {})}, timeout=60, **kwargs)
+
+    def get(self, route: str, **kwargs: Any) -> Any:
+        import httpx
+
+        return httpx.get(f"{self.url}{route}", timeout=60, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def serving() -> Iterator[Any]:
+    """Start servers (`serving(folder, settings, loader)`); every one started is stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(*args: Any, **kwargs: Any) -> LiveServer:
+        started.append(LiveServer(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------------------ planted data problems
 
 SMS_SPAM_TRAIN = Path(__file__).resolve().parents[1] / "tunewise" / "data" / "builtin" / "sms_spam" / "train.tsv"
@@ -572,3 +638,35 @@ def planted(tmp_path: Path) -> dict:
         paths[split] = str(tmp_path / f"{split}.tsv")
         frame.to_csv(paths[split], sep="\t", index=False, quoting=csv.QUOTE_NONE)
     return {"paths": paths, "train": train, "test": test}
+
+
+# imported here, after the environment above is set (OpenMP reads it when torch loads)
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
+
+
+class KeyWordModel(nn.Module):
+    """A classifier whose answer is known: class 1's logit is 6 x (how often the key token occurs) - 3, plus
+    at most 0.2 from every other token (tanh of a sum over a second embedding column), so the key token
+    decides and the rest barely matter. It takes ids or embeddings, as a transformers model does."""
+
+    def __init__(self, vocab_size: int, key: int, pad: int):
+        super().__init__()
+        self.embeddings = nn.Embedding(vocab_size, 4, padding_idx=pad)
+        with torch.no_grad():
+            self.embeddings.weight.normal_(generator=torch.Generator().manual_seed(0))
+            self.embeddings.weight[:, 0] = 0.0
+            self.embeddings.weight[key, 0] = 1.0
+            self.embeddings.weight[pad] = 0.0
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **_: Any) -> SequenceClassifierOutput:
+        x = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        mask = attention_mask.to(x.dtype)
+        key_count = (x[..., 0] * mask).sum(-1)
+        rest = torch.tanh((x[..., 1] * mask).sum(-1))
+        second = 6.0 * key_count - 3.0 + 0.2 * rest
+        return SequenceClassifierOutput(logits=torch.stack([torch.zeros_like(second), second], dim=-1))

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tunewise.tasks import TASKS, load_config, make_task
+from tunewise.errors import ConfigError
+from tunewise.tasks import TASKS, explanation, load_config, make_task
 
 # A few training rows per task (and problem type), as `task.data.read` returns them (with `_row`).
 TRAIN_ROWS: dict[str, list[dict[str, Any]]] = {
@@ -46,6 +47,8 @@ TRAIN_ROWS: dict[str, list[dict[str, Any]]] = {
 }
 CASES = sorted(TRAIN_ROWS)
 LABELLED = {"text-classification", "token-classification", "image-classification"}  # they learn a label space
+# their predictions can be explained (tunewise.explain): the classifiers, named entities, answers
+EXPLAINED = {"text-classification", "token-classification", "question-answering", "image-classification"}
 
 
 def train_frame(case: str) -> pd.DataFrame:
@@ -79,3 +82,16 @@ def test_task_builds_from_a_minimal_config_and_declares_its_default_metric(case:
     if "/" in case:
         assert facts.problem_type == case.split("/")[1]
     assert facts.record()["default_metric"] == facts.default_metric  # run.json keeps it
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_task_that_declares_explanations_has_the_piece_and_the_others_refuse(case: str) -> None:
+    name = case.split("/")[0]
+    task = make_task(load_config({"task": name, "data": {"train": "train.jsonl"}}))
+    task.data.learn(train_frame(case))
+    assert task.facts().capabilities.explanations == (name in EXPLAINED)
+    if name in EXPLAINED:
+        assert callable(explanation(task).targets)
+    else:
+        with pytest.raises(ConfigError, match="cannot explain"):
+            explanation(task)

@@ -6,7 +6,9 @@ them, so one truncated download never stops a run. Rows become tensors only when
 them (`EncodedSplit.loader`): timm's evaluation transform for the model's data config, and for the
 training split random resized crops, flips and optional RandAugment. Images are decoded in a
 thread pool (PIL releases the GIL), the random transforms run in order on the calling thread, so
-a batch is a pure function of the RNG state and a resumed run sees the same pixels.
+a batch is a pure function of the RNG state and a resumed run sees the same pixels. Explanations
+(`ImageExplainer`) take each row through the same evaluation transform, so a heat map explains exactly
+the input and the probability that prediction saw.
 """
 
 from __future__ import annotations
@@ -27,9 +29,19 @@ from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import RunConfig, Section
 from tunewise.data.images import UnreadableImage, file_sha256, load_rgb, read_images, unreadable_images
 from tunewise.errors import ConfigError, DataError, TunewiseError
+from tunewise.inference import predict_logits
 from tunewise.models.registry import save_pretrained
 from tunewise.tasks.classes import ClassLabels, ClassScoring, normalise_label, sort_label_names
-from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
+from tunewise.types import (
+    Capabilities,
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ImageExplanationTarget,
+    ModelSource,
+    Purpose,
+    TaskFacts,
+)
 
 if TYPE_CHECKING:  # timm is imported when an image task runs, not whenever tunewise loads
     from tunewise.models.vision import ImageProcessor, TimmImageClassifier, VisionSource
@@ -158,6 +170,7 @@ class ImageClassificationTask:
         self.data = ImageReader(config, self.labels)
         self.model = ImageModel(config.image, self.labels)
         self.scoring = ClassScoring(self.labels)
+        self.explanation = ImageExplainer(self.data, self.labels)
         self._label_column = config.data.label_column
 
     def facts(self) -> TaskFacts:
@@ -174,6 +187,7 @@ class ImageClassificationTask:
                 class_labels=True,
                 truncates=False,
                 reads_text=False,  # resized, never cut
+                explanations=True,
             ),
         )
 
@@ -382,6 +396,52 @@ class ImageModel:
         from tunewise.models.vision import TimmImageConfig
 
         self.labels.restore_from(TimmImageConfig.from_pretrained(folder))
+
+
+class ImageExplainer:
+    """Each row's image as the model takes it (the evaluation transform, through `ImageReader.encode`)
+    and the class to explain: the predicted one, or `label`. The probabilities come from the same
+    `predict_logits` pass prediction uses, so the explained probability is the one the user sees."""
+
+    def __init__(self, reader: ImageReader, labels: ClassLabels):
+        self.reader = reader
+        self.labels = labels
+
+    def targets(
+        self, model: Any, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[ImageExplanationTarget]:
+        """One target per row of `frame`, in row order; an unknown `label` is an error naming the labels."""
+        chosen = self._label_index(label)
+        encoded = self.reader.encode(frame, processor, max_length, "predict")
+        assert encoded.loader is not None, "image rows are encoded as a loader"
+        logits, _ = predict_logits(model, encoded)
+        assert isinstance(logits, np.ndarray), "an image classifier has one row of logits per image"
+        probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
+        paths = frame[self.reader.image.path_column].tolist()
+        targets = []
+        for row, scores in enumerate(probabilities):
+            index = chosen if chosen is not None else int(scores.argmax())
+            targets.append(
+                ImageExplanationTarget(
+                    row=row,
+                    name=self.labels.names[index],
+                    pixel_values=encoded.loader(np.array([row]))["pixel_values"],
+                    index=index,
+                    path=paths[row],
+                    probability=float(scores[index]),
+                )
+            )
+        return targets
+
+    def _label_index(self, label: str | None) -> int | None:
+        if label is None:
+            return None
+        name = normalise_label(label)
+        if name not in self.labels.names:
+            raise ConfigError(
+                f"label {label!r} is not one of the model's labels; explain one of: {', '.join(self.labels.names)}."
+            )
+        return self.labels.names.index(name)
 
 
 _POOL: list[ThreadPoolExecutor] = []

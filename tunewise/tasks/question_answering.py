@@ -29,10 +29,12 @@ from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import RunConfig, Section
 from tunewise.data.readers import ROW_COLUMN
 from tunewise.data.squad import ANSWERS, CONTEXT, QUESTION, read_qa
-from tunewise.errors import DataError, TunewiseError
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.evaluation.squad import best_null_threshold, squad_metrics
 from tunewise.inference import predict_logits
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks.base import TextExplanation
+from tunewise.tasks.token_places import encoded_places, row_features, row_score
 from tunewise.types import (
     Capabilities,
     CheckpointHints,
@@ -42,6 +44,7 @@ from tunewise.types import (
     Outputs,
     Purpose,
     TaskFacts,
+    TextExplanationTarget,
 )
 
 NAME: Final = "question-answering"
@@ -105,6 +108,9 @@ class Answer:
     score: float  # the span's probability in its window (start x end softmax)
     null_margin: float  # no-answer score minus the best span's score (start + end logits)
     null_score: float  # the no-answer probability in the window that favours it most
+    window: int = -1  # the window the span is read from (-1: no span), and its first and last token there
+    tokens: tuple[int, int] = (CLS_INDEX, CLS_INDEX)
+    null_window: int = 0  # the window that favours no answer most
 
 
 @dataclass
@@ -121,6 +127,7 @@ class QuestionAnsweringTask:
         self.data = QaReader(config.question_answering, self.answers)
         self.model = QaModel(self.answers)
         self.scoring = QaScoring(config.question_answering, self.answers)
+        self.explanation: TextExplanation = QaExplanation(self.data, self.scoring)
 
     def facts(self) -> TaskFacts:
         return TaskFacts(
@@ -133,7 +140,7 @@ class QuestionAnsweringTask:
             default_metric="f1",
             # long contexts are read in overlapping windows, so nothing is cut; the reader's group column
             # (the article) shapes a held-out validation split instead of stratification
-            capabilities=Capabilities(truncates=False),
+            capabilities=Capabilities(truncates=False, explanations=True),
         )
 
 
@@ -375,7 +382,7 @@ class QaScoring:
     def metrics(self, outputs: Outputs, split: EncodedSplit) -> dict[str, Any]:
         """exact_match and f1 over questions (not windows), as the official SQuAD scripts compute them."""
         answers = self.best_answers(_per_window(outputs), split)
-        metrics: dict[str, Any] = squad_metrics([self._final_text(a) for a in answers], gold_texts(split))
+        metrics: dict[str, Any] = squad_metrics([self.final_text(a) for a in answers], gold_texts(split))
         if self.answers.unanswerable:
             metrics["null_threshold"] = self.answers.null_threshold
         return metrics
@@ -384,14 +391,14 @@ class QaScoring:
         """One row per question; an abstention is an empty answer with the no-answer probability as score."""
         rows = []
         for answer in self.best_answers(_per_window(outputs), split):
-            text = self._final_text(answer)
+            text = self.final_text(answer)
             if text:
                 rows.append((text, answer.start, answer.end, answer.score))
             else:
                 rows.append(("", 0, 0, answer.null_score))
         return pd.DataFrame(rows, columns=["predicted_answer", "predicted_start", "predicted_end", "score"])
 
-    def _final_text(self, answer: Answer) -> str:
+    def final_text(self, answer: Answer) -> str:
         abstain = self.answers.unanswerable and answer.null_margin > self.answers.null_threshold
         return "" if abstain else answer.text
 
@@ -400,29 +407,32 @@ class QaScoring:
         examples = split.meta["example"]
         count = max(examples) + 1 if examples else 0
         best: dict[int, tuple[float, Answer]] = {}  # question -> (span logit sum, answer)
-        null_logit, null_prob = np.full(count, np.inf), np.zeros(count)
+        null_logit, null_prob = np.full(count, np.inf), np.full(count, -1.0)
+        null_window = np.zeros(count, dtype=np.int64)
         for window, scores in enumerate(logits):
             e = examples[window]
             candidate, window_null_logit, window_null_prob = self._window_best(scores, split.meta["offsets"][window])
             null_logit[e] = min(null_logit[e], window_null_logit)  # the window most sure there is an answer
-            null_prob[e] = max(null_prob[e], window_null_prob)
+            if window_null_prob > null_prob[e]:
+                null_prob[e], null_window[e] = window_null_prob, window
             if candidate is not None and (e not in best or candidate[0] > best[e][0]):
-                total, start, end, probability = candidate
+                total, start, end, probability, tokens = candidate
                 text = split.meta["context"][window][start:end]
-                best[e] = (total, Answer(text, start, end, probability, 0.0, 0.0))
+                best[e] = (total, Answer(text, start, end, probability, 0.0, 0.0, window, tokens))
         answers = []
         for e in range(count):
             total, answer = best.get(e, (-np.inf, Answer("", 0, 0, 0.0, 0.0, 0.0)))
             answer.null_margin = float(null_logit[e] - total)  # +inf: no span at all, nothing but abstaining
             answer.null_score = float(null_prob[e])
+            answer.null_window = int(null_window[e])
             answers.append(answer)
         return answers
 
     def _window_best(
         self, scores: np.ndarray, offsets: np.ndarray
-    ) -> tuple[tuple[float, int, int, float] | None, float, float]:
-        """((logit sum, start char, end char, probability) of the window's best span or None, the
-        no-answer logit sum, the no-answer probability)."""
+    ) -> tuple[tuple[float, int, int, float, tuple[int, int]] | None, float, float]:
+        """((logit sum, start char, end char, probability, (start token, end token)) of the window's best
+        span or None, the no-answer logit sum, the no-answer probability)."""
         start_logits, end_logits = scores[:, 0].astype(np.float64), scores[:, 1].astype(np.float64)
         context = np.flatnonzero(offsets[:, 0] >= 0)
         allowed = np.concatenate([[CLS_INDEX], context])
@@ -442,7 +452,59 @@ class QaScoring:
         i, j = np.unravel_index(int(np.argmax(totals)), totals.shape)
         start, end = starts[i], ends[j]
         probability = float(np.exp(log_start[start] + log_end[end]))
-        return (float(totals[i, j]), int(offsets[start, 0]), int(offsets[end, 1]), probability), null_logit, null_prob
+        span = (float(totals[i, j]), int(offsets[start, 0]), int(offsets[end, 1]), probability, (int(start), int(end)))
+        return span, null_logit, null_prob
+
+
+class QaExplanation:
+    """Two targets per question, the predicted answer's start and its end: the probability of that token
+    over the window's tokens (start_logits, end_logits), in the window the answer was read from, with the
+    question and the context as the two texts. An abstention explains the no-answer ([CLS]) start and end
+    in the window that favours no answer most."""
+
+    def __init__(self, reader: QaReader, scoring: QaScoring):
+        self.reader = reader
+        self.scoring = scoring
+
+    def targets(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[TextExplanationTarget]:
+        if label is not None:
+            raise ConfigError(
+                f"a question-answering model explains its answer; it has no labels to choose (got {label!r}). "
+                "Leave the label out."
+            )
+        split = self.reader.encode(frame, processor, max_length, "predict")
+        windows = self.reader._tokenize(frame, processor, max_length, offsets=True)  # the same windows, with places
+        logits = _per_window(self.scoring.run(model, processor, split))
+        questions, contexts = [q.lstrip() for q in frame[QUESTION]], frame[CONTEXT].tolist()  # as _tokenize reads them
+        targets = []
+        for row, answer in enumerate(self.scoring.best_answers(logits, split)):
+            if self.scoring.final_text(answer):
+                window, (start, end), names = answer.window, answer.tokens, ("answer start", "answer end")
+            else:
+                window, (start, end) = answer.null_window, (CLS_INDEX, CLS_INDEX)
+                names = ("no answer (start)", "no answer (end)")
+            offsets, sequence_ids = encoded_places(windows, window)
+            for column, (output, name, position) in enumerate(
+                (("start_logits", names[0], start), ("end_logits", names[1], end))
+            ):
+                targets.append(
+                    TextExplanationTarget(
+                        row=row,
+                        name=name,
+                        features=row_features(split, window),
+                        output=output,
+                        positions=(position,),
+                        classes=(),
+                        activation="softmax",
+                        offsets=offsets,
+                        sequence_ids=sequence_ids,
+                        texts=(questions[row], contexts[row]),
+                        probability=row_score(logits[window][:, column], (position,), (), "softmax"),
+                    )
+                )
+        return targets
 
 
 def context_offsets(spans: list[tuple[int, int]], sequence_ids: list[int | None]) -> np.ndarray:

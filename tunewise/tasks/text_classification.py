@@ -28,10 +28,27 @@ from tunewise.models.pooled_classifier import (
     register_auto_class,
 )
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks.base import TextExplanation
 from tunewise.tasks.classes import ClassLabels, ClassScoring, normalise_label, sort_label_names
-from tunewise.types import Capabilities, CheckpointHints, EncodedSplit, Finding, ModelSource, Purpose, TaskFacts
+from tunewise.tasks.token_places import row_features, row_score, text_places
+from tunewise.types import (
+    Capabilities,
+    CheckpointHints,
+    EncodedSplit,
+    Finding,
+    ModelSource,
+    Purpose,
+    TaskFacts,
+    TextExplanationTarget,
+)
 
 NAME: Final = "text-classification"
+# what a problem type's explained score is: a class's softmax probability, a label's sigmoid, the value itself
+ACTIVATIONS: Final[dict[str, Literal["softmax", "sigmoid", "identity"]]] = {
+    "single_label": "softmax",
+    "multi_label": "sigmoid",
+    "regression": "identity",
+}
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -84,6 +101,7 @@ class TextClassificationTask:
         self.data = TextClassificationReader(config.data, self.labels)
         self.model = TextClassifierModel(self.labels)
         self.scoring = ClassScoring(self.labels)
+        self.explanation: TextExplanation = TextClassificationExplanation(self.data, self.labels, self.scoring)
         self._config = config.data
 
     def facts(self) -> TaskFacts:
@@ -103,6 +121,7 @@ class TextClassificationTask:
                 fairness=single_label and single_text,
                 private_training=True,
                 membership_inference=True,
+                explanations=True,
             ),
         )
 
@@ -224,6 +243,74 @@ class TextClassificationReader:
             parse_label_list(value, row, source)
             for value, row in zip(frame[self.config.label_column], frame["_row"], strict=True)
         ]
+
+
+class TextClassificationExplanation:
+    """What to explain in each row: the predicted class (softmax), or `label`; for multi-label, every
+    predicted label (sigmoid; the most likely when none reaches the fitted threshold), or `label`; for
+    regression, the value itself. A pair's two texts are both explained (sequence ids 0 and 1)."""
+
+    def __init__(self, reader: TextClassificationReader, labels: ClassLabels, scoring: ClassScoring):
+        self.reader = reader
+        self.labels = labels
+        self.scoring = scoring
+
+    def targets(
+        self, model: Any, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[TextExplanationTarget]:
+        chosen = self._label_index(label)
+        split = self.reader.encode(frame, processor, max_length, "predict")
+        columns = self.reader.text_columns
+        texts = [frame[column].astype(str).tolist() for column in columns]
+        places = text_places(processor, *texts, truncation=True, max_length=max_length)
+        logits = self.scoring.run(model, processor, split).logits
+        assert isinstance(logits, np.ndarray)
+        activation = ACTIVATIONS[self.labels.problem_type]
+        targets = []
+        for row, (offsets, sequence_ids) in enumerate(places):
+            for index in self._classes(logits[row], activation, chosen):
+                targets.append(
+                    TextExplanationTarget(
+                        row=row,
+                        name="value" if self.labels.problem_type == "regression" else self.labels.names[index],
+                        features=row_features(split, row),
+                        output="logits",
+                        positions=(),
+                        classes=(index,),
+                        activation=activation,
+                        offsets=offsets,
+                        sequence_ids=sequence_ids,
+                        texts=tuple(column[row] for column in texts),
+                        probability=row_score(logits[row], (), (index,), activation),
+                    )
+                )
+        return targets
+
+    def _classes(self, logits: np.ndarray, activation: str, chosen: int | None) -> list[int]:
+        """The classes explained in one row, most likely first."""
+        if chosen is not None:
+            return [chosen]
+        if activation != "sigmoid":
+            return [int(np.argmax(logits))]
+        probabilities = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        order = np.argsort(-probabilities, kind="stable")
+        predicted = [int(i) for i in order if probabilities[i] >= self.labels.threshold]
+        return predicted or [int(order[0])]
+
+    def _label_index(self, label: str | None) -> int | None:
+        if label is None:
+            return None
+        if self.labels.problem_type == "regression":
+            raise ConfigError(
+                f"a regression model predicts one value, so there is no label to choose (got {label!r}); "
+                "leave the label out to explain the value."
+            )
+        name = normalise_label(label)
+        if name not in self.labels.names:
+            raise ConfigError(
+                f"label {label!r} is not one this model predicts; choose one of: {', '.join(self.labels.names)}."
+            )
+        return self.labels.names.index(name)
 
 
 class TextClassifierModel:

@@ -31,9 +31,11 @@ from tunewise.config.rules import Rule, rule
 from tunewise.config.sections import RunConfig, Section
 from tunewise.data import conll
 from tunewise.data.readers import ROW_COLUMN, cite_rows
-from tunewise.errors import DataError, TunewiseError
+from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.inference import predict_logits
 from tunewise.models.registry import load_text_tokenizer, resolve_model, save_pretrained
+from tunewise.tasks.base import TextExplanation
+from tunewise.tasks.token_places import row_features, row_score, word_places
 from tunewise.types import (
     LABEL_PAD,
     Capabilities,
@@ -44,6 +46,7 @@ from tunewise.types import (
     Outputs,
     Purpose,
     TaskFacts,
+    TextExplanationTarget,
 )
 
 NAME: Final = "token-classification"
@@ -137,6 +140,7 @@ class TokenClassificationTask:
         self.data = NerReader(config, self.tags)
         self.model = NerModel(self.tags)
         self.scoring = NerScoring(self.tags)
+        self.explanation: TextExplanation = NerExplanation(self.data, self.scoring, self.tags)
 
     def facts(self) -> TaskFacts:
         ner = self.data.ner
@@ -151,7 +155,7 @@ class TokenClassificationTask:
             ),
             metrics=("f1", "precision", "recall", "f1_macro", "token_accuracy", "loss"),
             default_metric="f1",
-            capabilities=Capabilities(),
+            capabilities=Capabilities(explanations=True),
         )
 
 
@@ -500,6 +504,56 @@ class NerScoring:
                 found.append({"entity": kind, "text": text[start:end], "start": start, "end": end, "score": score})
             entities.append(found)
         return pd.DataFrame({"predicted_tags": tags, "entities": entities})
+
+
+class NerExplanation:
+    """One target per predicted entity: the mean probability of its words' predicted tags, read where the
+    task reads them (each word's first sub-token), so the explained score is the entity's presented
+    score. A row without entities has no target; `label` keeps the entities of that type."""
+
+    def __init__(self, reader: NerReader, scoring: NerScoring, tags: TagSet):
+        self.reader = reader
+        self.scoring = scoring
+        self.tags = tags
+
+    def targets(
+        self, model: nn.Module, processor: Any, frame: pd.DataFrame, max_length: int, label: str | None = None
+    ) -> list[TextExplanationTarget]:
+        if label is not None and label not in self.tags.entity_types:
+            raise ConfigError(
+                f"entity type {label!r} is not one this model predicts; choose one of: "
+                f"{', '.join(sorted(self.tags.entity_types))}."
+            )
+        split = self.reader.encode(frame, processor, max_length, "predict")
+        logits = _per_row(self.scoring.run(model, processor, split))
+        tags, _ = self.scoring.word_predictions(logits, split)
+        places = word_places(processor, split.meta["words"], split.meta["offsets"], max_length)
+        index = {name: i for i, name in enumerate(self.tags.names)}
+        targets = []
+        for row, (offsets, sequence_ids) in enumerate(places):
+            text, spans, starts = split.meta["texts"][row], split.meta["offsets"][row], split.meta["word_starts"][row]
+            for kind, first, last in conll.spans(tags[row]):
+                if label is not None and kind != label:
+                    continue
+                words = range(first, last + 1)  # predicted entities hold kept words only: truncated ones are O
+                positions = tuple(int(starts[word]) for word in words)
+                classes = tuple(index[tags[row][word]] for word in words)
+                targets.append(
+                    TextExplanationTarget(
+                        row=row,
+                        name=f"{kind}: {text[spans[first][0] : spans[last][1]]}",
+                        features=row_features(split, row),
+                        output="logits",
+                        positions=positions,
+                        classes=classes,
+                        activation="softmax",
+                        offsets=offsets,
+                        sequence_ids=sequence_ids,
+                        texts=(text,),
+                        probability=row_score(logits[row], positions, classes, "softmax"),
+                    )
+                )
+        return targets
 
 
 def entity_counts(tag_lists: list[list[str]]) -> Counter:
