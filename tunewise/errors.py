@@ -1,4 +1,5 @@
-"""User-facing errors: the CLI prints their message and exits 1, with no traceback.
+"""User-facing errors: the CLI prints their message and exits 1 (a `Stopped` run: 128 + the signal), with no
+traceback.
 
 Raise `TunewiseError` for anything the user can fix (a path, a column, a config value) and say
 what to change; a bare exception is reserved for bugs in tunewise itself.
@@ -33,3 +34,26 @@ class ExportRefused(TunewiseError):
     def __init__(self, message: str, result: dict):
         super().__init__(message)
         self.result = result
+
+
+class DiskFull(TunewiseError):
+    """A write found the disk (or the user's quota) full; what was there before is unchanged
+    (`tunewise.runs.atomic` writes every run-folder file whole or not at all)."""
+
+    def __init__(self, message: str, path: object = None, needed: int | None = None, free: int | None = None):
+        super().__init__(message)
+        self.path, self.needed, self.free = path, needed, free
+
+
+class Stopped(TunewiseError):
+    """Training stopped on a signal (SIGTERM from a scheduler, Ctrl-C) after writing a checkpoint; `--resume`
+    continues it. The CLI exits with `exit_code`: 128 + the signal's number, as a shell reports a process a
+    signal ended (143 for SIGTERM, 130 for SIGINT), so a scheduler sees that the job did not finish. The
+    message ends with RESUME_HINT, which the CLI replaces with the command it ran."""
+
+    RESUME_HINT = "tunewise train CONFIG --resume"
+
+    def __init__(self, message: str, signal_number: int, step: int):
+        super().__init__(message)
+        self.signal_number, self.step = signal_number, step
+        self.exit_code = 128 + signal_number

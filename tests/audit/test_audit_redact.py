@@ -147,6 +147,38 @@ def test_refuses_an_existing_target_and_writes_nothing(tmp_path, inputs):
     assert not (out / "train.csv").exists()  # checks run before the first write
 
 
+def test_a_full_disk_or_a_file_that_appears_meanwhile_leaves_no_copy(tmp_path, inputs, monkeypatch):
+    from tunewise.runs import atomic
+
+    real_flush, flushed = atomic.flush_to_disk, []
+
+    def second_copy_fills_the_disk(written: Path, target: Path | None = None) -> None:
+        flushed.append(written)
+        if len(flushed) == 2:
+            raise OSError(28, "No space left on device")
+        real_flush(written, target)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(atomic, "flush_to_disk", second_copy_fills_the_disk)
+    with pytest.raises(tunewise.TunewiseError, match=r"disk is full: .*test\.jsonl could not be written"):
+        redact(inputs, out, "replace", tmp_path / "salt")
+    assert list(out.iterdir()) == []  # not the first copy either, and no partial one
+    monkeypatch.undo()
+
+    real_link = atomic.os.link
+
+    def appears_meanwhile(source: str, target: str) -> None:
+        if Path(target).name == "test.jsonl":
+            Path(target).write_text("someone else's\n", encoding="utf-8")
+        real_link(source, target)
+
+    monkeypatch.setattr(atomic.os, "link", appears_meanwhile)
+    with pytest.raises(DataError, match="appeared while the copies were made"):
+        redact(inputs, out, "replace", tmp_path / "salt")
+    assert sorted(path.name for path in out.iterdir()) == ["test.jsonl"]
+    assert (out / "test.jsonl").read_text(encoding="utf-8") == "someone else's\n"
+
+
 def test_refuses_hf_sources(tmp_path, inputs):
     with pytest.raises(DataError, match="needs a file"):
         redact({"train": inputs["train"], "test": "hf:glue:sst2"}, tmp_path / "out", "replace", tmp_path / "salt")

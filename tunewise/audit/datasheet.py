@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tunewise.audit.findings import Audit, Finding
 from tunewise.config.sections import RunConfig
+from tunewise.runs.atomic import write_text
 
 ASK = "> **To answer (only you can):**"
 SECTIONS = (
@@ -60,8 +61,7 @@ def write_datasheet(audit: Audit, config: RunConfig, path: Path) -> Path:
             lines += preprocessing(audit, config)
         for question in USER_QUESTIONS.get(section, []):
             lines += [f"{ASK} {question}", ""]  # a blank line each, or markdown merges the quotes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines))
     return path
 
 

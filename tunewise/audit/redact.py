@@ -2,7 +2,9 @@
 
 Why copies and never in place: redaction is lossy, and a bug or a wrong mode must not destroy the only copy
 of someone's data. Every check (sources, target folder, existing targets) runs and every file is read and
-redacted before the first byte is written, so a refusal or a read error leaves nothing half-written.
+redacted before the first byte is written, so a refusal or a read error leaves nothing half-written; the
+copies are then written all or none (`runs.atomic.publish_new`: each under a hidden name first, then linked
+to its own, never over a file), so a full disk or a kill leaves no partial copy behind.
 
 Why each format is written back by its own rule rather than from the reader's frame alone:
 
@@ -39,6 +41,7 @@ from tunewise.audit.pii import PiiScanner, redact_text
 from tunewise.config.sections import RunConfig
 from tunewise.data.readers import HF_PREFIX, ROW_COLUMN, SUPPORTED_FORMATS, read_table
 from tunewise.errors import DataError
+from tunewise.runs.atomic import disk_full, full_disk, publish_new
 
 RedactMode = Literal["replace", "mask", "hash"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -84,12 +87,14 @@ def write_redacted_copies(
 
     contents = [_redacted_bytes(source, list(text_columns), scanner, mode, salt) for source in sources]
     _make_folder(out_dir)
-    written = []
-    for source, data in zip(sources, contents, strict=True):
-        with source.target.open("xb") as handle:  # "x": never overwrite, even if a file appeared meanwhile
-            handle.write(data)
-        written.append(source.target)
-    return written
+    try:  # all or none, and never over a file, even one that appeared meanwhile
+        publish_new([(source.target, data) for source, data in zip(sources, contents, strict=True)])
+    except FileExistsError as error:
+        raise DataError(
+            f"{error.filename!r} appeared while the copies were made; redaction never overwrites a file, so none "
+            "was written. Remove that file, or choose another folder, and run again."
+        ) from None
+    return [source.target for source in sources]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,8 +179,15 @@ def _load_salt(salt_file: Path) -> str:
     salt = secrets.token_hex(16)
     salt_file.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(salt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(salt + "\n")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(salt + "\n")
+            os.fsync(handle.fileno())
+    except OSError as error:  # no half-written (empty) salt left behind
+        salt_file.unlink(missing_ok=True)
+        if disk_full(error):
+            raise full_disk(salt_file, len(salt) + 1, 0) from None
+        raise
     return salt
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,13 @@ def _save(path: Path, result: dict[str, list[np.ndarray]]) -> None:
         arrays[f"{name}.values"] = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial.npz")
-    np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
-    partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    try:
+        np.savez(partial, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
+        partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    except OSError as error:  # a full or read-only cache disk: this run goes on without caching its tokens
+        partial.unlink(missing_ok=True)
+        why = f"the token cache {path.parent} could not be written ({error.strerror}); tokens are not cached"
+        warnings.warn(why, stacklevel=2)
 
 
 def _load(path: Path) -> dict[str, list[np.ndarray]]:

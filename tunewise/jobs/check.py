@@ -6,7 +6,6 @@ on the same frames it then trains on, so the data is parsed once per command.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tunewise.data.readers import ROW_COLUMN
 from tunewise.errors import ConfigError, DataError, TunewiseError
 from tunewise.prepare import Plan
 from tunewise.reporting.plots import plot_class_balance, plot_length_histogram
+from tunewise.runs.atomic import write_json
 from tunewise.runs.layout import AUDIT_FOLDER
 from tunewise.types import LABEL_PAD, EncodedSplit
 
@@ -134,6 +134,6 @@ def write_check(audit: Audit, plan: Plan, folder: Path) -> Path:
         if values.size:
             counts, edges = np.histogram(values, bins=30)
             stats["length_histogram"] = {"counts": counts.tolist(), "edges": edges.round(1).tolist()}
-    (folder / AUDIT_JSON).write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(folder / AUDIT_JSON, payload)
     write_datasheet(audit, plan.config, folder / DATASHEET)
     return folder / AUDIT_JSON

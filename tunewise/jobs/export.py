@@ -37,6 +37,7 @@ from tunewise.evaluation.speed import latency_ms, throughput
 from tunewise.inference import collate, sorted_batches
 from tunewise.models.onnx import export_onnx, onnx_bytes, quantize_int8
 from tunewise.prepare import prepare_data
+from tunewise.runs.atomic import flush_to_disk, space_for
 from tunewise.runs.exports import export_root
 from tunewise.runs.guard import beside, check_export_dir, place_export
 from tunewise.runs.layout import (
@@ -87,7 +88,8 @@ def export_run(
     encoded = fine_tuned.encode(frame, "evaluate")
     exported = "onnx_int8" if quantize else "onnx_fp32"
     with tempfile.TemporaryDirectory(prefix="tunewise-export-") as scratch:
-        models = convert(fine_tuned.model, encoded, Path(scratch), quantize)
+        with space_for(Path(scratch) / ONNX_FILE):  # the system's temporary folder
+            models = convert(fine_tuned.model, encoded, Path(scratch), quantize)
         result = measure(fine_tuned, encoded, models)
         metric = selection_metric(fine_tuned.config, fine_tuned.facts, result["metrics"]["pytorch"])
         before, after = result["metrics"]["pytorch"][metric], result["metrics"][exported][metric]
@@ -263,15 +265,18 @@ def refusal(result: dict[str, Any], run_dir: Path) -> str:
 def write_export(result: dict[str, Any], run_dir: Path, model: Path, target: Path) -> None:
     """The export folder, written beside its final place and moved there whole."""
     staging = beside(target, "partial")
+    needed = sum(file.stat().st_size for file in model.parent.iterdir())
     try:
-        for file in model.parent.iterdir():  # the model, and its external data file when it has one
-            shutil.copy2(file, staging / file.name)
-        shutil.copy2(run_dir / CONFIG_FILE, staging / CONFIG_FILE)
-        if (run_dir / CARD_FILE).is_file():  # the card travels with the model (the server's /info quotes it)
-            shutil.copy2(run_dir / CARD_FILE, staging / CARD_FILE)
-        shutil.copytree(run_dir / MODEL_FOLDER, staging / MODEL_FOLDER, ignore=without_weights)
-        write_json(staging / EXPORT_FILE, result)
-        place_export(staging, target)
+        with space_for(target, needed):  # a full disk: DiskFull, the export that was there unchanged
+            for file in model.parent.iterdir():  # the model, and its external data file when it has one
+                shutil.copy2(file, staging / file.name)
+            shutil.copy2(run_dir / CONFIG_FILE, staging / CONFIG_FILE)
+            if (run_dir / CARD_FILE).is_file():  # the card travels with the model (the server's /info quotes it)
+                shutil.copy2(run_dir / CARD_FILE, staging / CARD_FILE)
+            shutil.copytree(run_dir / MODEL_FOLDER, staging / MODEL_FOLDER, ignore=without_weights)
+            write_json(staging / EXPORT_FILE, result)
+            flush_to_disk(staging)  # on the disk before it is renamed into place
+            place_export(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

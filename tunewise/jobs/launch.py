@@ -11,6 +11,7 @@ work too.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -114,10 +115,36 @@ def launcher_environment() -> dict[str, str]:
     return {**os.environ, LAUNCHED: "1"}
 
 
+# exit codes of a training process that a signal stopped after its checkpoint (errors.Stopped): 128 + SIGINT, SIGTERM
+STOPPED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def run_launcher(command: list[str], env: dict[str, str]) -> int:
+    """Run the launcher and return its exit status (128 + N when a signal N ended it). A terminal's Ctrl-C reaches
+    the launcher and every training process itself (they share the terminal's process group), so this process
+    ignores it and waits; a SIGTERM sent to this process alone (a scheduler's, to the job's first process) is
+    passed on to the launcher, which passes it on to every training process (training.preemption)."""
+    process = subprocess.Popen(command, env=env)
+
+    def forward(number: int, frame: object) -> None:
+        process.send_signal(number)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = process.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 128 - code if code < 0 else code
+
+
 def main(argv: list[str]) -> int:
     """Run torchrun or `accelerate launch` with ARGV[1:]. A process that fails has printed its message
     already; the launcher's own traceback (ChildFailedError, with a table of exit codes) is replaced by
-    one line and the exit status 1."""
+    one line and the exit status 1. Processes a signal stopped after their checkpoint (errors.Stopped)
+    said how to resume: their status (128 + the signal) is the launcher's, without that line."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     launcher, options = argv[0], argv[1:]
@@ -130,8 +157,16 @@ def main(argv: list[str]) -> int:
             from accelerate.commands.launch import launch_command, launch_command_parser
 
             launch_command(launch_command_parser().parse_args(options))
+    except SignalException as stopping:  # the launcher's own SIGTERM: it has passed it on and waited for them
+        return 128 + int(stopping.sigval)
     except (ChildFailedError, subprocess.CalledProcessError) as failure:
         failed = sorted(failure.failures) if isinstance(failure, ChildFailedError) else []
+        if isinstance(failure, ChildFailedError):
+            codes = {process.exitcode for process in failure.failures.values()}
+        else:
+            codes = {failure.returncode}
+        if codes and codes <= set(STOPPED_CODES):  # stopped by a signal with a checkpoint: each said how to resume
+            return max(codes)
         which = f"process {', '.join(map(str, failed))}" if failed else "a process"
         print(f"tunewise: {which} of the run stopped with an error (its message is above); the others were stopped.",
               file=sys.stderr)  # fmt: skip

@@ -9,7 +9,6 @@ through the same preparation code, so both see exactly the rows training saw.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, DataError
 from tunewise.evaluation.membership import membership_inference
 from tunewise.prepare import PreparedData, prepare_data
+from tunewise.runs.atomic import write_json
 from tunewise.runs.layout import PRIVACY_FILE
 from tunewise.runs.reader import changed_since_training, run_record
 from tunewise.serving.predictor import load
@@ -140,7 +140,7 @@ def audit_run(run_dir: Path, seed: int = 0) -> dict[str, Any]:
 
 def write_privacy(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     result["run_dir"] = str(run_dir)
-    (run_dir / PRIVACY_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(run_dir / PRIVACY_FILE, result)
     return result
 
 

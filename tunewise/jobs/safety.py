@@ -36,6 +36,7 @@ from tunewise.jobs.memorisation import (
     memorisation_summary,
 )
 from tunewise.prepare import Plan
+from tunewise.runs.atomic import write_lines
 from tunewise.runs.layout import MEMORISATION_FILE, RED_TEAM_FILE, SAFETY_FILE
 from tunewise.runs.record import write_json
 from tunewise.serving.predictor import load_classifier
@@ -133,9 +134,8 @@ def write_safety(plan: Plan, result: dict[str, Any]) -> None:
     """safety.json (figures, gate, a few examples) and red_team.jsonl (every prompt with both answers)."""
     red_team = result.get("red_team")
     if isinstance(red_team, dict) and "answers" in red_team:
-        with open(plan.run_dir / RED_TEAM_FILE, "w", encoding="utf-8") as handle:
-            for answer in red_team.pop("answers"):
-                handle.write(json.dumps(answer, ensure_ascii=False) + "\n")
+        answers = red_team.pop("answers")
+        write_lines(plan.run_dir / RED_TEAM_FILE, (json.dumps(answer, ensure_ascii=False) for answer in answers))
     write_json(plan.run_dir / SAFETY_FILE, result)
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 
+from tunewise.runs.atomic import replacing
+
 SMOOTH_MIN_POINTS = 30
 CALIBRATION_BINS = 10
 
@@ -156,7 +158,8 @@ def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=120, format="png", bbox_inches="tight")
+        with replacing(path) as temporary:  # whole or not at all (runs.atomic)
+            fig.savefig(temporary, dpi=120, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -10,6 +10,7 @@ other files never, and a new export appears whole or not at all (`place_export`)
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ import uuid
 from pathlib import Path
 
 from tunewise.errors import ConfigError, DataError
-from tunewise.runs.layout import ARTIFACTS, AUDIT_FOLDER, EXPORT_FILE, RUN_FILE
+from tunewise.runs.atomic import is_leftover, remove_leftovers
+from tunewise.runs.layout import ARTIFACTS, AUDIT_FOLDER, CHECKPOINT_FOLDER, EXPORT_FILE, RUN_FILE
 
 
 def check_output_dir(run_dir: Path) -> None:
@@ -46,8 +48,10 @@ def check_run_dir(run_dir: Path, requested: dict, data_sha256: dict[str, str], o
         raise ConfigError("Choose one of --overwrite (start again) and --resume (continue), not both.")
     if run_dir.exists() and not run_dir.is_dir():
         return  # check_output_dir says what is wrong with it
-    # the data check writes `audit/` into the folder before training: it belongs to the coming run
-    existing = [p for p in run_dir.iterdir() if p.name != AUDIT_FOLDER] if run_dir.is_dir() else []
+    # the data check writes `audit/` into the folder before training: it belongs to the coming run; what an
+    # interrupted write left (runs.atomic) is tunewise's own and goes when the run starts
+    present = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    existing = [p for p in present if p.name != AUDIT_FOLDER and not is_leftover(p.name)]
     if not existing:
         if resume:
             raise ConfigError(f"--resume: {run_dir} holds no run to resume. Drop --resume to start one.")
@@ -112,8 +116,11 @@ def _unreadable(record: Path, why: str) -> ConfigError:
 
 
 def start_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Create the folder; with `overwrite`, remove the previous run's artifacts (and nothing else)."""
+    """Create the folder; with `overwrite`, remove the previous run's artifacts (and nothing else). What writes
+    stopped by a kill left (hidden `.partial-` files, runs.atomic) goes in every case."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (run_dir, run_dir / CHECKPOINT_FOLDER):
+        remove_leftovers(folder)
     if not overwrite:
         return
     for name in ARTIFACTS:
@@ -176,6 +183,8 @@ def beside(target: Path, purpose: str) -> Path:
     """A new hidden folder next to `target` (the same file system, so a rename moves it at once), made with
     the user's usual permissions."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.{purpose}-*"):  # a killed export's
+        shutil.rmtree(leftover, ignore_errors=True)
     folder = target.parent / f".{target.name}.{purpose}-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     return folder

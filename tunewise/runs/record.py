@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tunewise.runs import atomic
 
 PACKAGES = (
     "tunewise",
@@ -84,5 +87,13 @@ def cpu() -> dict[str, Any]:
     return {"cpu": name, "cores": cpu_cores(), "vnni": bool(flags & {"avx512_vnni", "avx_vnni"})}
 
 
+def config_fingerprint(requested: dict[str, Any], data_sha256: dict[str, str]) -> str:
+    """sha256 of what `--resume` must find unchanged (runs.guard compares the same): the config as the user
+    wrote it, output_dir aside, and the data files' sha256. run.json records it; checkpoints carry it."""
+    identity = {"config": {k: v for k, v in requested.items() if k != "output_dir"}, "data_sha256": data_sha256}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
 def write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    """Written whole or not at all (runs.atomic): a kill or a full disk leaves the previous file."""
+    atomic.write_json(path, payload)

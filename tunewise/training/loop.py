@@ -5,6 +5,7 @@
             forward and backward (scaled by gradient accumulation)
             every `gradient_accumulation` batches: clip, optimiser step, schedule step
             on schedule: log, evaluate (best model, early stopping), checkpoint
+            a SIGTERM or SIGINT since the last step: checkpoint and stop (training.preemption)
     restore the best model
 
 What a batch is and how it becomes gradients (ordinary or DP-SGD) is the step strategy, chosen
@@ -19,6 +20,7 @@ handles device placement, mixed precision and multi-GPU.
 from __future__ import annotations
 
 import resource
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,16 +34,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from tunewise.errors import Stopped, TunewiseError
 from tunewise.inference import shared_across_processes
 from tunewise.training.checkpointing import (
-    load_latest_checkpoint,
+    Found,
+    checkpoint_identity,
     load_trainable_state,
+    newest_readable,
     restore_rng_state,
     rng_state,
     save_checkpoint,
+    set_aside,
     trainable_state,
 )
 from tunewise.training.optim import batches_per_epoch, build_optimizer, build_scheduler
+from tunewise.training.preemption import StopSignals
 from tunewise.training.settings import TrainingSettings
 from tunewise.training.steps import Steps, make_steps
 from tunewise.training.stopping import EarlyStopping
@@ -89,6 +96,8 @@ class FitResult:
     # what the evaluate callback returned beside the metrics for the weights the model ends with; None when
     # that evaluation ran before a resume (this process never saw it)
     best_outputs: Any = None
+    # resumed from a checkpoint: its step, whether the run continued exactly, and why not
+    resumed: dict[str, Any] | None = None
 
 
 def fit(
@@ -103,8 +112,13 @@ def fit(
     show_progress: bool = True,
     console: Console | None = None,
     on_validation: ValidationObserver | None = None,
+    fingerprint: str | None = None,
 ) -> FitResult:
-    """Train `model` in place and leave the best weights (by the selection metric) in it."""
+    """Train `model` in place and leave the best weights (by the selection metric) in it.
+
+    `fingerprint` names the run's config and data (run.json's): its checkpoints carry it, and a resume
+    skips a checkpoint that another run wrote. A SIGTERM or SIGINT while it trains ends it with `Stopped`
+    once a checkpoint of the step it was in is written (training.preemption)."""
     optimizer = build_optimizer(model, settings)
     scheduler = build_scheduler(optimizer, settings)
     steps = make_steps(model, optimizer, train, settings, accelerator)
@@ -113,6 +127,14 @@ def fit(
     progress = _progress_bar(shown, console)
     run = _Run(steps, scheduler, settings, evaluate, validation, epoch_length, accelerator, checkpoint_dir, progress)
     run.on_validation = on_validation
+    run.identity = checkpoint_identity(
+        fingerprint,
+        {"batch_size": settings.batch_size, "gradient_accumulation": settings.gradient_accumulation,
+         "steps_per_epoch": settings.steps_per_epoch, "total_steps": settings.total_steps},
+        accelerator.num_processes,
+        accelerator.device.type,
+        settings.mixed_precision,
+    )  # fmt: skip
     if resume:
         run.restore_checkpoint()
     state, total = run.state, settings.total_steps
@@ -120,7 +142,8 @@ def fit(
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
     steps.train()
-    with run.progress:
+    signals = StopSignals(accelerator.num_processes, speak=accelerator.is_main_process)
+    with run.progress, signals:
         while state.step < total and not state.stopped_early:
             batches = steps.epoch_batches(state.epoch)
             for indices in batches[state.batch_in_epoch :]:
@@ -143,6 +166,8 @@ def fit(
                     state.stopped_early = run.evaluate()
                 if state.step % settings.checkpoint_every == 0:
                     run.checkpoint()
+                if (number := signals.agreed()) is not None:
+                    run.stop(number)
                 if state.stopped_early or state.step >= total:
                     break
             if state.batch_in_epoch >= len(batches):  # the epoch is complete
@@ -151,6 +176,8 @@ def fit(
                 run.end_epoch()
                 if settings.eval_every is None and not state.stopped_early:
                     state.stopped_early = run.evaluate()
+        if (number := signals.agreed()) is not None:  # noted during the last step's evaluation
+            run.stop(number)
     run.flush_logs()
     if run.last_evaluation != state.step:
         run.evaluate()
@@ -162,7 +189,7 @@ def fit(
     best = next(
         (h["metrics"] for h in state.history if h.get("split") == "validation" and h["step"] == state.best_step), None
     )
-    return FitResult(state, total, settings.epochs, best, peak_memory_mb(accelerator), run.best_outputs)
+    return FitResult(state, total, settings.epochs, best, peak_memory_mb(accelerator), run.best_outputs, run.resumed)
 
 
 class _Run:
@@ -184,7 +211,10 @@ class _Run:
         self.score, self.validation, self.batches_per_epoch = evaluate, validation, batches_per_epoch
         self.accelerator, self.checkpoint_dir = accelerator, checkpoint_dir
         self.processes = accelerator.num_processes
-        self.resumed_exactly = True  # False when a checkpoint's RNG states did not fit these processes
+        self.console, self.speaks = progress.console, accelerator.is_main_process  # warnings: always, from one
+        self.identity: dict[str, Any] = {}  # what this run's checkpoints say about it (checkpoint_identity)
+        self.resumed: dict[str, Any] | None = None
+        self.checkpointed = -1  # the step of the last checkpoint written
         self.state = TrainingState(stopping=EarlyStopping(settings.selection))
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.best_outputs: Any = None  # the outputs of the evaluation of the weights the model will end with
@@ -200,24 +230,46 @@ class _Run:
 
     # ----- resume --------------------------------------------------------------------------------
     def restore_checkpoint(self) -> None:
-        saved = load_latest_checkpoint(self.checkpoint_dir)
-        if saved is None:
+        """Continue from the newest checkpoint that is whole and fits this run; newer ones that are not are
+        set aside with a warning that names the file and why. None yet: a note, and training starts at step 0."""
+        found = newest_readable(self.checkpoint_dir, self.identity, self.steps.bare(), self.steps.optimizer)
+        if found.payload is None:
+            if found.skipped:
+                raise no_usable_checkpoint(self.checkpoint_dir, found)
+            self.say(
+                f"[yellow]resume:[/] {self.checkpoint_dir} holds no checkpoint yet (the run stopped before its first, "
+                f"due at step {self.settings.checkpoint_every}), so training starts from step 0"
+            )
             return
+        self.accelerator.wait_for_everyone()  # every process has chosen before the first one moves anything
+        for skipped in found.skipped:
+            kept = set_aside(skipped.folder) if self.speaks else skipped.folder
+            self.say(
+                f"[yellow]resume:[/] skipped {skipped.file}: {skipped.why}. It is kept as {kept} (delete it when "
+                "you no longer need it)."
+            )
+        saved = found.payload
         load_trainable_state(self.steps.bare(), saved["model"])
         self.steps.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.resumed_exactly = restore_rng_state(saved["rng"], self.accelerator.process_index, self.processes)
+        restored = restore_rng_state(saved["rng"], self.accelerator.process_index, self.processes)
         self.state = saved["training_state"]
         self.best_weights = saved.get("best_weights")
         self._reset_losses()
         validations = [h["step"] for h in self.state.history if h.get("split") == "validation"]
         self.last_evaluation = max(validations, default=-1)
+        self.checkpointed = self.state.step
         self.progress.update(self.task_id, completed=self.state.step)
-        if not self.resumed_exactly and self.shown:
-            self.progress.console.print(
-                f"[yellow]resume:[/] the checkpoint was written by {len(saved['rng'])} process(es), this run has "
-                f"{self.processes}: training continues from step {self.state.step}, but not exactly as it would have"
+        written = {**(saved.get("identity") or {}), **found.manifest}
+        differences = [*restored.notes, *hardware_notes(written, self.identity)]
+        for note in found.notes:
+            self.say(f"[yellow]resume:[/] {note}")
+        if differences:
+            self.say(
+                f"[yellow]resume:[/] continuing from step {self.state.step} ({found.folder}), but not exactly as an "
+                f"uninterrupted run would: {'; '.join(differences)}"
             )
+        self.resumed = {"step": self.state.step, "exact": not differences, "notes": differences}
         self._restart_clock()
 
     def checkpoint(self) -> None:
@@ -228,6 +280,7 @@ class _Run:
         self.flush_logs()
         state.unlogged_loss, state.unlogged_batches = self._summed(self.running_loss).item(), self.running_batches
         states = gather_object([rng_state()]) if self.processes > 1 else [rng_state()]
+        self.checkpointed = state.step
         if not self.accelerator.is_main_process:
             return
         payload = {
@@ -237,8 +290,26 @@ class _Run:
             "rng": states,  # one per process, in rank order
             "training_state": state,
             "best_weights": self.best_weights,
+            "identity": self.identity,
         }
         save_checkpoint(self.checkpoint_dir, state.step, payload, self.settings.keep_last)
+
+    def stop(self, number: int) -> None:
+        """A signal asked to stop: checkpoint this step (unless just done) and raise `Stopped`."""
+        if self.checkpointed != self.state.step:
+            self.checkpoint()
+        step, name = self.state.step, signal.Signals(number).name
+        where = self.checkpoint_dir / f"checkpoint-{step:08d}"
+        raise Stopped(
+            f"{name}: training stopped at step {step} of {self.settings.total_steps}; {where} holds it. Continue "
+            f"with: {Stopped.RESUME_HINT}",
+            number,
+            step,
+        )
+
+    def say(self, message: str) -> None:
+        if self.speaks:
+            self.console.print(message, highlight=False)
 
     # ----- losses and log lines ------------------------------------------------------------------
     def add_loss(self, loss: torch.Tensor) -> None:
@@ -333,6 +404,24 @@ class _Run:
         unlogged = self.state.unlogged_loss if self.accelerator.is_main_process else 0.0  # summed across processes
         self.running_loss = torch.full((), unlogged, device=self.accelerator.device)
         self.running_batches = self.state.unlogged_batches
+
+
+def no_usable_checkpoint(folder: Path, found: Found) -> TunewiseError:
+    reasons = "; ".join(f"{skipped.file}: {skipped.why}" for skipped in found.skipped)
+    return TunewiseError(
+        f"--resume: none of the {len(found.skipped)} checkpoint(s) in {folder} can be used ({reasons}). Nothing was "
+        f"deleted. Start the run again with `tunewise train CONFIG --overwrite` (it replaces what tunewise wrote in "
+        f"{folder.parent}, these checkpoints too), or put a good checkpoint folder back into {folder}."
+    )
+
+
+def hardware_notes(written: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """How the hardware a checkpoint was written on differs from this run's, in ways that change the numbers."""
+    notes = []
+    for key, what in (("device", "device"), ("mixed_precision", "mixed precision")):
+        if written.get(key) is not None and written.get(key) != here.get(key):
+            notes.append(f"it was written with {what} {written[key]} and this run has {here[key]}")
+    return notes
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:

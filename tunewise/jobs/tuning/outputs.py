@@ -28,6 +28,7 @@ from rich.table import Table
 from tunewise.config.sections import RunConfig
 from tunewise.jobs.tuning.space import trial_config, with_values
 from tunewise.jobs.tuning.study import ERROR, RETRY_OF, trial_folder
+from tunewise.runs.atomic import replacing, write_text
 
 TRIALS_CSV = "trials.csv"
 BEST_FILE = "best.json"
@@ -82,7 +83,8 @@ def _note(trial: FrozenTrial, retried: dict[int, int]) -> str:
 
 
 def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(path, index=False)
+    with replacing(path) as temporary:
+        pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(temporary, index=False)
 
 
 def write_best_config(config: RunConfig, params: dict[str, Any], path: Path, replay_dir: Path) -> None:
@@ -91,7 +93,7 @@ def write_best_config(config: RunConfig, params: dict[str, Any], path: Path, rep
     raw = with_values(config, params, str(replay_dir))
     trial_config(config, params, str(replay_dir))
     header = "# the best trial's values in the config `tunewise tune` ran; train it with: tunewise train this.yaml\n"
-    path.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text(path, header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
 
 
 def draw_history(study: optuna.Study, metric: str, path: Path) -> None:
@@ -124,7 +126,8 @@ def importances(study: optuna.Study, seed: int, path: Path) -> tuple[dict[str, f
 def _save(figure: Any, path: Path) -> None:
     figure.set_size_inches(7, 4)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
 
 

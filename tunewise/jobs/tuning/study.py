@@ -30,6 +30,7 @@ from tunewise.errors import ConfigError, first_line
 from tunewise.evaluation.metrics import METRIC_DIRECTIONS, is_better
 from tunewise.prepare import prepare_data
 from tunewise.prepare.rules import raise_all
+from tunewise.runs.atomic import write_json
 from tunewise.runs.guard import check_output_dir
 from tunewise.tasks import make_task
 
@@ -122,7 +123,7 @@ def hold_study(output_dir: Path, storage: str, study_name: str) -> Iterator[None
                     "output_dir for a new study."
                 )
         else:
-            record.write_text(json.dumps(wanted, indent=2) + "\n", encoding="utf-8")
+            write_json(record, wanted)
         yield
 
 

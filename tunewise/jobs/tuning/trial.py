@@ -17,7 +17,7 @@ import optuna
 from rich.console import Console
 
 from tunewise.config.sections import RunConfig
-from tunewise.errors import TunewiseError
+from tunewise.errors import DiskFull, Stopped, TunewiseError
 from tunewise.jobs.train import train
 from tunewise.jobs.tuning.channel import TrialChannel
 from tunewise.jobs.tuning.space import trial_config
@@ -94,6 +94,8 @@ def run_trial(
         if report.trial is not None:
             mark_pruned(folder, report.best_step)
         return ended(optuna.trial.TrialState.PRUNED, report.best, report.best_step)
+    except (Stopped, DiskFull):  # not this trial's fault: the study stops (the next trial would meet the same)
+        raise
     except TunewiseError as error:
         return ended(optuna.trial.TrialState.FAIL, None, None, str(error))
     value, step = best_validation(run.history, report.objective)
