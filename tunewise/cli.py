@@ -1,23 +1,29 @@
 """The `tunewise` command: a thin layer over the Python API in `tunewise.api`.
 
-Errors the user can fix (TunewiseError) print one clear message and exit with status 1;
-anything else is a bug in tunewise and keeps its traceback.
+Errors the user can fix (TunewiseError) print one clear message and exit with status 1 (training
+stopped by a signal, `Stopped`: 128 + its number, with the command that resumes it); anything else is
+a bug in tunewise and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import subprocess
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from tunewise.errors import TunewiseError
+from tunewise.errors import Stopped, TunewiseError
 from tunewise.jobs.launch import Processes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models on your own data, responsibly."
@@ -34,8 +40,9 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except TunewiseError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(code=1) from None
+            label = "[bold yellow]stopped:[/]" if isinstance(error, Stopped) else "[bold red]error:[/]"
+            console.print(f"{label} {error}", highlight=False)
+            raise typer.Exit(code=getattr(error, "exit_code", 1)) from None  # Stopped: 128 + the signal
 
     return wrapper
 
@@ -87,15 +94,28 @@ def train(
         return
     from tunewise.prepare import process_state
 
-    run = run_training(config, overrides=overrides, overwrite=overwrite, resume=resume, console=console)
+    try:
+        run = run_training(config, overrides=overrides, overwrite=overwrite, resume=resume, console=console)
+    except Stopped as stopped:  # by a signal, with a checkpoint: say the command that continues it
+        if not process_state().is_main_process:  # once, from the first process
+            raise typer.Exit(code=stopped.exit_code) from None
+        message = str(stopped).replace(Stopped.RESUME_HINT, resume_command(arguments))
+        raise Stopped(message, stopped.signal_number, stopped.step) from None
     if process_state().is_main_process:  # with several processes, the first one speaks for all
         console.print(f"[green]done:[/] model, metrics and plots in {run.run_dir}")
+
+
+def resume_command(arguments: list[str]) -> str:
+    """The command that continues a stopped `tunewise train ARGUMENTS`."""
+    command = shlex.join(["tunewise", *(a for a in arguments if a not in ("--overwrite", "--resume")), "--resume"])
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return f"{command} (with the same --nproc and machine options)" if launched else command
 
 
 def launched_again(config: Path, overrides: list[str], processes: Processes, arguments: list[str]) -> bool:
     """With several processes (or an Accelerate config), run ARGUMENTS under the launcher and exit as it does;
     False when this process should do the work itself. The config is checked first, once."""
-    from tunewise.jobs.launch import launcher_command, launcher_environment, needs_launcher
+    from tunewise.jobs.launch import launcher_command, launcher_environment, needs_launcher, run_launcher
     from tunewise.tasks import load_config
 
     accelerate_config = load_config(config, overrides).train.accelerate_config
@@ -105,7 +125,7 @@ def launched_again(config: Path, overrides: list[str], processes: Processes, arg
     console.print(
         f"starting {processes.per_node * processes.nodes} processes: {' '.join(command[1:])}", highlight=False
     )
-    code = subprocess.run(command, env=launcher_environment(), check=False).returncode
+    code = run_launcher(command, launcher_environment())  # a SIGTERM to this process reaches the training
     if code != 0:
         raise typer.Exit(code=code)
     return True
@@ -208,18 +228,52 @@ def predict(
             "refusal), or off (no screen).",
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Explain each prediction: how much each word moved it (Captum attributions, merged from sub-words), "
+            "or for images a heat map PNG. Printed: the strongest words with signed scores; files: an `explanation` "
+            "column of JSON.",
+        ),
+    ] = False,
+    explain_label: Annotated[
+        str | None, typer.Option("--explain-label", help="With --explain: explain this label, not the predicted one.")
+    ] = None,
+    explain_method: Annotated[
+        str,
+        typer.Option(
+            "--explain-method",
+            help="With --explain: auto (occlusion for text, Grad-CAM for images), integrated_gradients, "
+            "layer_integrated_gradients, gradient_x_input, occlusion, or for images grad_cam.",
+        ),
+    ] = "auto",
+    explain_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--explain-dir",
+            help="With --explain on an image model: where the heat maps go; default: explanations/ beside --output, "
+            "else ./explanations.",
+        ),
+    ] = None,
 ) -> None:
     """Predict for a file or folder (--input), or for texts (--text) or image files (--image): labels, tags,
-    answers, or generated text."""
+    answers, or generated text; --explain says which words (or pixels) decided."""
     from tunewise.serving.predictor import csv_ready, load
 
     if sum(bool(given) for given in (input, text, image)) != 1:
         raise TunewiseError('Give one of --input FILE, one or more --text "...", or one or more --image PATH.')
     if screen_action not in (None, "flag", "redact", "block", "off"):
         raise TunewiseError(f"--screen-action must be flag, redact, block or off, not {screen_action!r}.")
+    if not explain and (explain_label is not None or explain_method != "auto" or explain_dir is not None):
+        raise TunewiseError("--explain-label, --explain-method and --explain-dir go with --explain; add --explain.")
     model = load(run)
     if screen_action is not None:
         model.set_screen_action(screen_action)
+    settings = None
+    if explain:
+        folder = explain_dir or (output.parent if output is not None else Path()) / "explanations"
+        settings = model.explain_settings(explain_label, explain_method, folder)
     inline = text or image
     if inline:
         facts = model.facts
@@ -234,17 +288,21 @@ def predict(
                 f"This model reads {len(facts.text_columns)} texts per input ({', '.join(facts.text_columns)}); put "
                 "them in a file with those columns and use --input."
             )
-        frame = model.predict_frame(model.task.data.from_inputs(inline))
+        frame = model.predict_frame(model.task.data.from_inputs(inline), settings)
         frame.insert(0, "text" if text else "image", inline)
     else:
         assert input is not None
-        frame = model.predict_file(input)
+        frame = model.predict_file(input, settings)
     if model.screen_counts:
         counts = model.screen_counts
         console.print(
             f"screen: {counts['flagged']} of {counts['screened']} flagged ({counts['redacted']} redacted, "
             f"{counts['blocked']} blocked)" + "".join(f"; {name} {n}" for name, n in counts["by_reason"].items())
         )
+    if output is None and settings is not None:
+        shown = [c for c in model.facts.text_columns if c in frame.columns] or [str(frame.columns[0])]
+        print_explained(frame, shown)
+        return
     if output is None:
         csv_ready(frame).to_csv(sys.stdout, index=False)
         return
@@ -254,6 +312,31 @@ def predict(
     else:
         csv_ready(frame).to_csv(output, index=False)
     console.print(f"[green]wrote[/] {len(frame)} predictions to {output}")
+
+
+SHOWN_WORDS = 6  # printed per explanation: the strongest words by |score|
+
+
+def print_explained(frame: pd.DataFrame, inputs: list[str]) -> None:
+    """Each input, then one line per explanation: what was explained and its probability, the method (and
+    integrated gradients' convergence delta), and the strongest words with signed scores (green toward the
+    target, red against it), or the heat map's path."""
+    out = Console(highlight=False, soft_wrap=True)
+    for index, record in enumerate(frame.to_dict(orient="records"), start=1):
+        out.print(f"[bold]{index}[/] " + " | ".join(escape(str(record[column])) for column in inputs))
+        for item in record["explanation"]:
+            delta = item.get("convergence_delta")
+            method = item["method"] + (f", convergence delta {delta:.3f}" if delta is not None else "")
+            out.print(f"  [bold]{escape(str(item['target']))}[/] {item['probability']:.3f} [dim]({method})[/]")
+            if "words" not in item:
+                out.print(f"    heat map: {escape(str(item.get('heatmap_png')))}")
+                continue
+            strongest = sorted(item["words"], key=lambda word: abs(word["score"]), reverse=True)[:SHOWN_WORDS]
+            words = "  ".join(
+                f"{escape(word['word'])} [{'green' if word['score'] >= 0 else 'red'}]{word['score']:+.3f}[/]"
+                for word in strongest
+            )
+            out.print(f"    {words}")
 
 
 @app.command()

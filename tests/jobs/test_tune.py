@@ -159,6 +159,7 @@ def test_trials_never_see_the_test_split_and_the_best_is_scored_on_it_once(study
         if number != result.best_trial:
             assert set(metrics) == {"validation"} and "test" not in record["rows"]
             assert not (folder / "predictions.csv").exists()
+            assert not (folder / "explanations.json").exists()  # trials skip explanations
     folder = result.folder
     metrics, record = read_json(folder / "metrics.json"), read_json(folder / "run.json")
     assert metrics["test"] == best["test"] == result.test and metrics["test"]["n"] == 40
@@ -167,6 +168,7 @@ def test_trials_never_see_the_test_split_and_the_best_is_scored_on_it_once(study
     assert len(pd.read_csv(folder / "predictions.csv")) == 40
     assert (folder / "plots" / "confusion_test.png").is_file()
     assert "test" in (folder / "model_card.md").read_text(encoding="utf-8")
+    assert read_json(folder / "explanations.json")["split"] == "test"  # the chosen trial, explained on test once
 
 
 def test_best_config_replays_with_tunewise_train_to_the_same_validation_score(study):

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import yaml
 from conftest import lm_config, make_config, sentiment_rows, story_rows, write_csv, write_jsonl
 
 import tunewise
@@ -95,7 +96,7 @@ def test_report_is_self_contained_with_headline_metrics_and_every_section(classi
         assert f"{test_metrics[name]:.4f}" in page, name
     assert f"On the <b>test</b> split ({test_metrics['n']} rows)" in page
     for heading in ("Headline metrics", "Loss and learning rate", "Confusion matrix", "Calibration", "Fairness",
-                    "Data check", "Privacy", "Run facts"):  # fmt: skip
+                    "Data check", "Privacy", "Explanations", "Run facts"):  # fmt: skip
         assert f"<h2>{heading}" in page, heading
     assert (classification_run / "plots" / "calibration_test.png").is_file()  # the reliability diagram it drew
     audit = json.loads((classification_run / "audit" / "audit.json").read_text())
@@ -151,6 +152,61 @@ def test_fairness_groups_and_privacy_audit_are_shown_when_present(classification
         assert "0.5500" in text and "1e-05" in text and "No privacy audit ran" not in text
     assert "groups / by_group: by group" in page  # the bar chart's caption
     assert "Fairness check warn: demographic_parity_difference is 0.1700" in card
+
+
+def test_explanations_show_faithfulness_top_words_and_coloured_examples(classification_run: Path) -> None:
+    page = (classification_run / "report.html").read_text(encoding="utf-8")
+    card = (classification_run / "model_card.md").read_text(encoding="utf-8")
+    explained = json.loads((classification_run / "explanations.json").read_text())
+    section = page[page.index("<h2>Explanations</h2>") : page.index("<h2>Run facts</h2>")]
+    assert "How the explanations were made" in section and "occlusion" in section
+    assert "Faithfulness: the deletion test" in section and "comprehensiveness: top-k" in section
+    first = explained["faithfulness"]["by_k"]["1"]
+    assert f"{first['comprehensiveness_top']:.4f}" in section and f"{first['sufficiency_random']:.4f}" in section
+    assert "Most influential words per label" in section and ESCAPED_LABEL in section  # a label, escaped
+    assert explained["examples"] and section.count("<div class='explained'>") == len(explained["examples"])
+    for example in explained["examples"]:
+        strongest = max(example["words"], key=lambda word: abs(word["score"]))
+        assert f">{strongest['word']}</span>" in section  # each attributed word on its colour
+    assert re.search(r"<span style='background:rgba\((214,39,40|31,119,180),0\.85\)' title='[+-]", section)
+    assert "**Explanations**" in card and "Faithfulness (ERASER deletion test, k = 1)" in card
+
+
+def test_explanations_absent_say_why_and_images_and_identity_terms_are_shown(
+    classification_run: Path, causal_lm_run: Path, tmp_path: Path
+) -> None:
+    lm_page = (causal_lm_run / "report.html").read_text(encoding="utf-8")
+    assert "No explanations: this causal-lm run&#x27;s task does not attribute its predictions" in lm_page
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(classification_run, run_dir, ignore=shutil.ignore_patterns("model", "checkpoints"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["explain"]["enabled"] = False
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    explained = json.loads((run_dir / "explanations.json").read_text())
+    (run_dir / "explanations.json").unlink()
+    page_path, card_path = rebuild(run_dir)
+    for text in (page_path.read_text(encoding="utf-8"), card_path.read_text(encoding="utf-8")):
+        assert "No explanations: the config sets `explain.enabled: false`" in text
+
+    (run_dir / "explanations").mkdir()
+    shutil.copy(run_dir / "plots" / "loss.png", run_dir / "explanations" / "3-cat.png")
+    image = {"kind": "wrong", "row": 3, "target": "<i>cat</i>", "probability": 0.9, "label": "dog",
+             "convergence_delta": None, "heatmap_png": "explanations/3-cat.png"}  # fmt: skip
+    text = {"kind": "correct", "row": 4, "target": "positive", "probability": 0.8, "label": "positive",
+            "texts": ["a <b>good</b> film"], "words": [{"word": "<b>good</b>", "text": 0, "start": 2, "end": 13,
+                                                       "score": 0.5}]}  # fmt: skip
+    identity = {"gender/female": {"auc_gap": 0.12, "status": "fail", "rows": 5, "attribution_share": 0.31,
+                                  "uniform_share": 0.1, "mean_attribution": -0.2}}  # fmt: skip
+    explained.update(examples=[image, text], identity_terms=identity)
+    (run_dir / "explanations.json").write_text(json.dumps(explained))
+    page_path, card_path = rebuild(run_dir)
+    page, card = page_path.read_text(encoding="utf-8"), card_path.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert "Heat map of row 3: &lt;i&gt;cat&lt;/i&gt;" in page and "<i>cat" not in page
+    assert "a <span style='background:rgba(214,39,40,0.85)' title='+0.5000'>&lt;b&gt;good&lt;/b&gt;</span> film" in page
+    assert "Identity terms with a fairness gap" in page and "gender/female" in page and "0.3100" in page
+    assert "gender/female 0.3100 (an average word: 0.1000)" in card
 
 
 def test_causal_lm_run_gets_a_report_and_a_card(causal_lm_run: Path) -> None:
@@ -224,3 +280,15 @@ def test_the_report_renders_in_a_headless_browser(classification_run: Path, tmp_
     bare.write_text(re.sub(r"<img [^>]*>", "", page), encoding="utf-8")
     bare_pixels, _ = screenshot(browser, bare, tmp_path)
     assert coloured_pixels(pixels) > coloured_pixels(bare_pixels) + 20_000
+
+    # the Explanations section alone: its examples' words are coloured, and the colour is theirs
+    start, end = page.index("<h2>Explanations</h2>"), page.index("<h2>Run facts</h2>")
+    section = tmp_path / "explanations.html"
+    section.write_text(page[: page.index("<body>") + 6] + page[start:end] + "</body></html>", encoding="utf-8")
+    uncoloured = tmp_path / "uncoloured.html"
+    uncoloured.write_text(
+        re.sub(r"background:rgba\([^)]*\)", "", section.read_text(encoding="utf-8")), encoding="utf-8"
+    )
+    section_pixels, _ = screenshot(browser, section, tmp_path)
+    uncoloured_pixels, _ = screenshot(browser, uncoloured, tmp_path)
+    assert coloured_pixels(section_pixels) > coloured_pixels(uncoloured_pixels) + 500

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,64 +19,19 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from conftest import build_tokenizer, invoke_cli, make_config, write_jsonl
+from conftest import build_tokenizer, invoke_cli, make_config, read_json, write_jsonl
 from PIL import Image
 
 import tunewise
 from tunewise.errors import ConfigError, TunewiseError
 from tunewise.serving.batching import BatchLimits
-from tunewise.serving.http import ServerSettings, create_app, run_server
+from tunewise.serving.http import ServerSettings, run_server
 from tunewise.serving.predictor import FineTunedModel, load
 
 POSITIVE = ["the film was really great overall", "this book was so excellent today", "a good show"]
 NEGATIVE = ["the movie was very awful again", "the hotel was rather terrible honestly", "a bad meal"]
 TEXTS = POSITIVE + NEGATIVE
 LEARN = {"epochs": 5, "learning_rate": 3e-3}
-
-
-class LiveServer:
-    """create_app(...) under uvicorn in a thread, on a free loopback port; `url` once it accepts connections."""
-
-    def __init__(self, folder: Path, settings: ServerSettings | None = None, loader: Callable = load, ready=True):
-        self.app = create_app(folder, settings or ServerSettings(), loader)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        while ready and httpx.get(f"{self.url}/health").status_code != 200:
-            assert time.monotonic() < deadline, "the model did not load"
-            time.sleep(0.02)
-
-    def post(self, inputs: Any, **kwargs: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}/predict", json={"inputs": inputs}, timeout=60, **kwargs)
-
-    def get(self, route: str, **kwargs: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{route}", timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-@pytest.fixture
-def serving() -> Iterator[Callable[..., LiveServer]]:
-    """Start servers; every one started is stopped after the test."""
-    started: list[LiveServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> LiveServer:
-        started.append(LiveServer(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def train(config: dict) -> Path:
@@ -225,10 +178,10 @@ def test_a_model_error_is_500_without_a_traceback_and_the_server_stays_up(servin
         model = load(folder, device="cpu")
         predict_frame = model.predict_frame
 
-        def fails_on_boom(frame):
+        def fails_on_boom(frame, explain=None):
             if frame.iloc[:, 0].str.contains("boom").any():
                 raise RuntimeError("shape mismatch in layer 3")
-            return predict_frame(frame)
+            return predict_frame(frame, explain)
 
         model.predict_frame = fails_on_boom  # type: ignore[method-assign]
         return model
@@ -251,9 +204,9 @@ def test_a_full_queue_is_429_and_frees_up(serving, cls_run):
         model = load(folder, device="cpu")
         predict_frame = model.predict_frame
 
-        def waits(frame):
+        def waits(frame, explain=None):
             release.wait(timeout=30)
-            return predict_frame(frame)
+            return predict_frame(frame, explain)
 
         model.predict_frame = waits  # type: ignore[method-assign]
         return model
@@ -348,6 +301,12 @@ def test_an_onnx_export_is_served_by_onnx_runtime_with_the_same_answers(serving,
     info = server.get("/info").json()
     assert info["runtime"] == "onnxruntime" and info["intended_use"]
     assert info["metrics"]["onnx_fp32"]["accuracy"] == info["metrics"]["pytorch"]["accuracy"]
+    # no gradients, no attributions: said at once, with what to load instead
+    assert info["explanations"]["available"] is False and "Load the run folder" in info["explanations"]["why"]
+    refused = server.post(TEXTS, {"explain": True})
+    assert refused.status_code == 422 and refused.json()["field"] == "explain"
+    with pytest.raises(ConfigError, match=r"ONNX export, which computes no gradients.*Load the run folder"):
+        load(tmp_path / "export").predict(TEXTS, explain=True)
 
 
 def test_cli_serve_refuses_a_folder_that_is_not_a_run_and_onnx_without_an_export(tmp_path, cls_run):
@@ -390,30 +349,53 @@ def test_token_classification_takes_texts_and_word_lists(serving, tmp_path, tiny
     config = make_config(tmp_path, tiny_model_dir, files, task="token-classification", train={"epochs": 1})
     run = train(config)
     inputs = ["i saw the laptop", ["the", "senate", "was", "good"]]
-    response = serving(run).post(inputs)
+    server = serving(run)
+    response = server.post(inputs)
     assert response.status_code == 200
     same_predictions(response.json()["predictions"], load(run, device="cpu").predict(inputs))
     assert "entities" in response.json()["predictions"][0]
+    explained = server.post(inputs, {"explain": True})  # one explanation per predicted entity
+    assert explained.status_code == 200
+    expected = load(run, device="cpu").predict(inputs, explain=True)
+    same_predictions(explained.json()["predictions"], expected)
+    for prediction in expected:
+        assert len(prediction["explanation"]) == len(prediction["entities"])
 
 
 def test_question_answering_takes_objects_and_pairs(serving, tmp_path, tiny_model_dir):
     rows = [
-        {"question": "what was the prize ?", "context": f"it was fun . the prize was {word} .",
-         "answers": {"text": [word], "answer_start": [27]}}
+        {
+            "question": "what was the prize ?",
+            "context": f"it was fun . the prize was {word} .",
+            "answers": {"text": [word], "answer_start": [27]},
+        }
         for word in ("good", "bad", "film", "book") * 8
     ]
     files = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows)}
-    config = make_config(tmp_path, tiny_model_dir, {**files, "max_length": 48}, task="question-answering",
-                         question_answering={"stride": 16}, train={"epochs": 1})
+    config = make_config(
+        tmp_path,
+        tiny_model_dir,
+        {**files, "max_length": 48},
+        task="question-answering",
+        question_answering={"stride": 16},
+        train={"epochs": 1},
+    )
     run = train(config)
-    inputs = [{"question": "what was the prize ?", "context": "it was fun . the prize was good ."},
-              ["what was the prize ?", "the prize was a book ."]]
+    inputs = [
+        {"question": "what was the prize ?", "context": "it was fun . the prize was good ."},
+        ["what was the prize ?", "the prize was a book ."],
+    ]
     server = serving(run)
     response = server.post(inputs)
     assert response.status_code == 200
     expected = load(run, device="cpu").predict([inputs[0], tuple(inputs[1])])
     same_predictions(response.json()["predictions"], expected)
     assert server.post([{"question": "what ?"}]).status_code == 422
+    explained = server.post(inputs, {"explain": True})  # the answer's start and its end
+    assert explained.status_code == 200
+    same_predictions(explained.json()["predictions"], load(run, device="cpu").predict(
+        [inputs[0], tuple(inputs[1])], explain=True))  # fmt: skip
+    assert all(len(p["explanation"]) == 2 for p in explained.json()["predictions"])
 
 
 def colour_png(colour: str, seed: int) -> bytes:
@@ -438,20 +420,35 @@ def test_image_models_take_base64_images(serving, tmp_path):
                 (tmp_path / split / colour / f"{i}.png").write_bytes(colour_png(colour, hash((split, colour, i)) % 999))
     weights = tmp_path / "tiny.safetensors"
     save_file(timm.create_model("test_efficientnet").state_dict(), str(weights))
-    config = make_config(tmp_path, weights, {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")},
-                         task="image-classification", image={"architecture": "test_efficientnet", "image_size": 32},
-                         train={"epochs": 1})
+    config = make_config(
+        tmp_path,
+        weights,
+        {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")},
+        task="image-classification",
+        image={"architecture": "test_efficientnet", "image_size": 32},
+        train={"epochs": 1},
+    )
     run = train(config)
     images = [colour_png("red", 1), colour_png("blue", 2)]
     server = serving(run)
-    response = server.post([base64.b64encode(images[0]).decode(),
-                            "data:image/png;base64," + base64.b64encode(images[1]).decode()])
+    response = server.post(
+        [base64.b64encode(images[0]).decode(), "data:image/png;base64," + base64.b64encode(images[1]).decode()]
+    )
     assert response.status_code == 200
     paths = []
     for i, data in enumerate(images):
         (tmp_path / f"sent{i}.png").write_bytes(data)
         paths.append(str(tmp_path / f"sent{i}.png"))
     same_predictions(response.json()["predictions"], load(run, device="cpu").predict(paths))
+    explained = server.post([base64.b64encode(image).decode() for image in images], {"explain": True})
+    assert explained.status_code == 200
+    for prediction in explained.json()["predictions"]:
+        (heat_map,) = prediction["explanation"]  # the PNG itself, not a path on the server
+        assert heat_map["target"] == prediction["label"] and "heatmap_png" not in heat_map
+        assert base64.b64decode(heat_map["heatmap_png_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+    explained_run = read_json(run / "explanations.json")  # the train job: heat maps of the examples it shows
+    assert explained_run["faithfulness"] is None and explained_run["examples"]
+    assert all((run / example["heatmap_png"]).is_file() for example in explained_run["examples"])
     not_base64 = server.post(["not an image!"])
     assert not_base64.status_code == 422 and not_base64.json()["field"] == "inputs[0]"
     not_image = server.post([base64.b64encode(b"just some bytes").decode()])
@@ -460,16 +457,23 @@ def test_image_models_take_base64_images(serving, tmp_path):
 
 
 def test_chat_models_take_prompts_and_conversations_and_are_screened(serving, tmp_path, tiny_llama_dir):
-    rows = [{"messages": [{"role": "user", "content": f"say {word}"}, {"role": "assistant", "content": word}]}
-            for word in ("good", "bad", "great") * 10]
+    rows = [
+        {"messages": [{"role": "user", "content": f"say {word}"}, {"role": "assistant", "content": word}]}
+        for word in ("good", "bad", "great") * 10
+    ]
     files = {
         "train": write_jsonl(tmp_path / "train.jsonl", rows),
         "test": write_jsonl(tmp_path / "test.jsonl", rows[:3]),
     }
     config = make_config(
-        tmp_path, tiny_llama_dir, {**files, "chat_template": "chatml", "max_length": 48}, task="causal-lm",
-        train={"epochs": 3, "batch_size": 4, "learning_rate": 5e-3}, generation={"max_new_tokens": 6},
-        screen={"classifier": None, "blocklist": ["good"], "action": "redact"}, safety={"prompts": None},
+        tmp_path,
+        tiny_llama_dir,
+        {**files, "chat_template": "chatml", "max_length": 48},
+        task="causal-lm",
+        train={"epochs": 3, "batch_size": 4, "learning_rate": 5e-3},
+        generation={"max_new_tokens": 6},
+        screen={"classifier": None, "blocklist": ["good"], "action": "redact"},
+        safety={"prompts": None},
     )
     run = train(config)
     inputs = ["say good", [{"role": "user", "content": "say bad"}]]
@@ -493,13 +497,32 @@ def test_seq2seq_models_take_source_texts(serving, tmp_path):
     tokenizer.eos_token = "[SEP]"  # ends every target, as </s> does T5's
     tokenizer.save_pretrained(model_dir)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-                      pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        decoder_start_token_id=pad,
+    )
     AutoModelForSeq2SeqLM.from_config(config).save_pretrained(model_dir)
     rows = [{"source": f"the {word} was good", "target": f"about the {word}"} for word in ("film", "book") * 12]
     files = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows)}
-    run = train(make_config(tmp_path, model_dir, files, task="seq2seq", train={"epochs": 1},
-                            generation={"max_new_tokens": 6}, screen={"classifier": None}, safety={"prompts": None}))
+    run = train(
+        make_config(
+            tmp_path,
+            model_dir,
+            files,
+            task="seq2seq",
+            train={"epochs": 1},
+            generation={"max_new_tokens": 6},
+            screen={"classifier": None},
+            safety={"prompts": None},
+        )
+    )
     inputs = ["the film was good", "the book was good"]
     response = serving(run).post(inputs)
     assert response.status_code == 200

@@ -463,6 +463,7 @@ def test_minilm_learns_squad_spans_far_beyond_chance(tmp_path: Path) -> None:
         {"train": train_file, "test": test_file, "max_length": 160},
         question_answering={"stride": 64},
         train={"epochs": 3, "learning_rate": 3e-4, "batch_size": 16, "num_threads": 2, "warmup_ratio": 0.1},
+        explain={"rows": 1},  # real weights explained end to end; a long context costs seconds per row
     )
     run = train(config)
     test = run.metrics["test"]

@@ -532,6 +532,7 @@ def test_minilm_learns_conll2003_entities_from_300_sentences(tmp_path):
         "minilm-l6",
         {**data, "max_length": 64},
         train={"epochs": 2, "batch_size": 16, "learning_rate": 3e-4, "warmup_ratio": 0.1, "num_threads": 2},
+        explain={"rows": 2},  # real weights explained end to end, one explanation per entity
     )
     run = tunewise.train(config, show_progress=False)
     test = run.metrics["test"]

@@ -138,7 +138,9 @@ def guard_config(files: dict[str, Path], output: Path, seed: int, epochs: float)
     Classes are reweighted: 77 % of Davidson's tweets are offensive, far more than of any model's output,
     and unweighted the classifier learns that prior and flags ordinary sentences. The data check before
     training is off: it is a known public set whose findings (its mentions and URLs
-    are personal data, its near-duplicate retweets) are what the screen must see, not reasons to stop."""
+    are personal data, its near-duplicate retweets) are what the screen must see, not reasons to stop. So are
+    the fairness audit and the explanation step, which would add about a minute to every build; `tunewise
+    predict GUARD --text ... --explain` explains any of its decisions."""
     return {
         "task": "text-classification",
         "model": MODEL,
@@ -153,6 +155,7 @@ def guard_config(files: dict[str, Path], output: Path, seed: int, epochs: float)
         "train": {"epochs": epochs, "seed": seed},
         "audit": {"before_training": False},
         "fairness": {"enabled": False},
+        "explain": {"enabled": False},
         "card": {
             "intended_use": "The abusive-language classifier of tunewise's content screen (screen.classifier: auto).",
             "out_of_scope": "Moderation decisions about people; Davidson et al.'s tweets carry annotator and dialect "

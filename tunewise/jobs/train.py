@@ -1,4 +1,4 @@
-"""The train job: prepare, check, build, fit, evaluate, save, audit, report. Read it top to bottom.
+"""The train job: prepare, check, build, fit, evaluate, save, audit, explain, report. Read it top to bottom.
 
 Every stage works from the plan preparation made, and the model, processor and frames stay in
 memory from the first stage to the last: each data file is parsed once, the tokenizer and the model
@@ -30,6 +30,7 @@ from tunewise.errors import TunewiseError
 from tunewise.evaluation.metrics import format_metrics_table
 from tunewise.inference import shared_across_processes
 from tunewise.jobs.check import check_before_training, write_check
+from tunewise.jobs.explanations import explain_run
 from tunewise.jobs.fairness import fairness_summary, measure_fairness
 from tunewise.jobs.launch import refuse_sharded_training
 from tunewise.jobs.privacy import audit_membership, privacy_summary, write_privacy
@@ -45,6 +46,7 @@ from tunewise.models.strategies import apply_strategy, count_parameters
 from tunewise.prepare import Plan, prepare, process_state
 from tunewise.reporting.plots import plot_confusion_matrix, plot_loss_curve
 from tunewise.reporting.rebuild import rebuild as rebuild_report
+from tunewise.runs import atomic
 from tunewise.runs.guard import start_run_dir
 from tunewise.runs.layout import (
     ADAPTER_FOLDER,
@@ -59,8 +61,9 @@ from tunewise.runs.layout import (
     PREDICTIONS_FILE,
     RUN_FILE,
 )
-from tunewise.runs.record import git_revision, hardware, package_versions, write_json
+from tunewise.runs.record import config_fingerprint, git_revision, hardware, package_versions, write_json
 from tunewise.serving.predictor import FineTunedModel, csv_ready, user_columns
+from tunewise.training.checkpointing import payload_bytes
 from tunewise.training.loop import FitResult, ValidationObserver, fit
 from tunewise.types import Outputs
 
@@ -75,8 +78,16 @@ class Run:
     history: list[dict]
     model: FineTunedModel
 
-    def predict(self, inputs: Any) -> list[dict[str, Any]]:
-        return self.model.predict(inputs)
+    def predict(
+        self,
+        inputs: Any,
+        explain: bool = False,
+        explain_label: str | None = None,
+        explain_method: str = "auto",
+        explain_dir: str | Path | None = None,
+    ) -> list[dict[str, Any]]:
+        """The fine-tuned model's predictions, explained with `explain` (FineTunedModel.predict says how)."""
+        return self.model.predict(inputs, explain, explain_label, explain_method, explain_dir)
 
 
 @dataclass
@@ -204,6 +215,7 @@ def _train(
             show_progress=show_progress,
             console=console,
             on_validation=on_validation,
+            fingerprint=record["config_fingerprint"],
         )
     model = accelerator.unwrap_model(model)
     merged = hasattr(model, "merge_and_unload")
@@ -223,13 +235,18 @@ def _train(
         fine_tuned = FineTunedModel(model, plan.model.processor, plan.task, plan.config)
         return Run(plan.run_dir, plan.config, metrics, result.state.history, fine_tuned)
     with clock.stage("save"):
-        plan.task.model.save(model, plan.model.processor, plan.run_dir / MODEL_FOLDER)
+        with atomic.replacing_folder(plan.run_dir / MODEL_FOLDER, payload_bytes(model.state_dict())) as folder:
+            plan.task.model.save(model, plan.model.processor, folder)  # model/ appears whole, or not at all
         write_outputs(plan, metrics, predictions, result)
+    fairness = None
     if plan.facts.capabilities.fairness and plan.config.fairness.enabled:
         with clock.stage("fairness"):
             fairness = measure_fairness(plan, model, outputs)
             write_json(plan.run_dir / FAIRNESS_FILE, fairness)
         console.print(fairness_summary(fairness))
+    if plan.config.explain.enabled and not withhold_test:  # a tune trial: only the chosen one is explained, on test
+        with clock.stage("explanations"):
+            explain_run(plan, model, fairness, console)
     privacy_record = settings.privacy.record(result.state.step) if settings.privacy is not None else None
     if plan.safety is not None and before is not None:
         with clock.stage("safety_audit"):
@@ -347,6 +364,7 @@ def starting_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:
         **plan.describe(),
         "parameters": {"trainable": trainable, "total": total},
         "versions": package_versions(),
+        "config_fingerprint": config_fingerprint(plan.requested.model_dump(mode="json"), plan.data.fingerprints),
         "git_revision": git_revision(Path.cwd()),
         "hardware": hardware(),
     }
@@ -354,10 +372,10 @@ def starting_record(plan: Plan, trainable: int, total: int) -> dict[str, Any]:
 
 def start_run(plan: Plan, audit: Audit | None, record: dict[str, Any], overwrite: bool) -> None:
     start_run_dir(plan.run_dir, overwrite=overwrite)
-    (plan.run_dir / CONFIG_FILE).write_text(dump_config(plan.config), encoding="utf-8")
+    write_json(plan.run_dir / RUN_FILE, record)  # first: a folder with run.json is a run --resume can continue
+    atomic.write_text(plan.run_dir / CONFIG_FILE, dump_config(plan.config))
     if audit is not None:
         write_check(audit, plan, plan.run_dir / AUDIT_FOLDER)
-    write_json(plan.run_dir / RUN_FILE, record)
 
 
 def merge_adapter(plan: Plan, model: nn.Module, save: bool) -> nn.Module:
@@ -368,18 +386,18 @@ def merge_adapter(plan: Plan, model: nn.Module, save: bool) -> nn.Module:
     if not hasattr(peft_model, "merge_and_unload"):
         return model
     if save:
-        peft_model.save_pretrained(plan.run_dir / ADAPTER_FOLDER)
+        with atomic.replacing_folder(plan.run_dir / ADAPTER_FOLDER) as folder:
+            peft_model.save_pretrained(folder)
     return peft_model.merge_and_unload()
 
 
 def write_outputs(plan: Plan, metrics: dict, predictions: pd.DataFrame | None, result: FitResult) -> None:
     run_dir = plan.run_dir
     write_json(run_dir / METRICS_FILE, metrics)
-    with open(run_dir / HISTORY_FILE, "w", encoding="utf-8") as history:
-        for entry in result.state.history:
-            history.write(json.dumps(entry) + "\n")
+    atomic.write_lines(run_dir / HISTORY_FILE, (json.dumps(entry) for entry in result.state.history))
     if predictions is not None:
-        csv_ready(predictions).to_csv(run_dir / PREDICTIONS_FILE, index=False)
+        with atomic.replacing(run_dir / PREDICTIONS_FILE) as temporary:
+            csv_ready(predictions).to_csv(temporary, index=False)
     plots = run_dir / PLOTS_FOLDER
     plot_loss_curve(result.state.history, plots / "loss.png")
     for split, split_metrics in metrics.items():
@@ -418,6 +436,7 @@ def finish_record(
         stopped_early=state.stopped_early,
         train_samples_per_second=round(state.samples_seen / max(state.train_seconds, 1e-9), 2),
         peak_memory_mb=round(result.peak_memory_mb, 1),
+        resumed=result.resumed,  # from which step, and whether exactly (training.loop)
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     if privacy is not None:

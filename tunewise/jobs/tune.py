@@ -14,6 +14,7 @@ each trial with it (`tuning.channel`).
 
 from __future__ import annotations
 
+import signal
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from tunewise.config.sections import RunConfig
-from tunewise.errors import ConfigError, TunewiseError
+from tunewise.errors import ConfigError, Stopped, TunewiseError
 from tunewise.jobs.tuning.channel import TrialChannel
 from tunewise.jobs.tuning.final_test import score_on_test
 from tunewise.jobs.tuning.outputs import (
@@ -150,7 +151,11 @@ def tune(
                 break
             number, values = order
             report = PruningReport(trial, plan.objective, channel)
-            outcome = run_trial(config, values, trial_folder(plan.trials_dir, number), report, show_progress, console)
+            folder = trial_folder(plan.trials_dir, number)
+            try:
+                outcome = run_trial(config, values, folder, report, show_progress, console)
+            except Stopped as stopped:  # a signal: the study stops; its next run runs this trial again
+                raise study_stopped(stopped, number) from None
             if study is not None and trial is not None:
                 tell(plan, study, trial, outcome, console)
 
@@ -178,6 +183,16 @@ def start_study(plan: StudyPlan, held: ExitStack, console: Console) -> optuna.St
         f"({plan.objective.direction})"
     )
     return study
+
+
+def study_stopped(stopped: Stopped, number: int) -> Stopped:
+    return Stopped(
+        f"{signal.Signals(stopped.signal_number).name}: the study stopped during trial {number} (at its step "
+        f"{stopped.step}). Run the same `tunewise tune` command again to continue the study: trial {number} runs "
+        "again from its start, the finished trials stay.",
+        stopped.signal_number,
+        stopped.step,
+    )
 
 
 def next_trial(study: optuna.Study | None, trials: int, deadline: float | None) -> optuna.Trial | None:
@@ -275,4 +290,4 @@ def score_best_once(
     if previous.get("trial") == number and previous.get("test") is not None:
         return previous["test"], None
     console.print(f"scoring the best trial ({number}) on the test split, once")
-    return score_on_test(folder, test_file), None
+    return score_on_test(folder, test_file, console), None

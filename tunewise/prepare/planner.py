@@ -128,11 +128,18 @@ def resolve_config(config: RunConfig, facts: TaskFacts, model: ModelPlan, **trai
     stopping = config.train.early_stopping
     if stopping is not None and stopping.metric == "auto":
         stopping = stopping.model_copy(update={"metric": facts.default_metric})
+    explain = config.explain.model_copy(
+        update={
+            "enabled": defaults.explanations(config.explain.enabled, facts.capabilities),
+            "method": defaults.explain_method(config.explain.method, facts.capabilities),
+        }
+    )
     return config.model_copy(
         update={
             "data": config.data.model_copy(update={"max_length": model.max_length}),
             "strategy": config.strategy.model_copy(update={"pooling": model.pooling, "method": model.method}),
             "train": config.train.model_copy(update={"early_stopping": stopping, **train}),
+            "explain": explain,
         }
     )
 

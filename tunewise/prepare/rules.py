@@ -14,6 +14,7 @@ import pandas as pd
 
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, DataError, TunewiseError
+from tunewise.explain.results import IMAGE_METHODS, METHODS
 from tunewise.types import TaskFacts
 
 TaskRule = Callable[[RunConfig, TaskFacts, dict[str, pd.DataFrame]], TunewiseError | None]
@@ -98,6 +99,31 @@ def canaries_need_generation(config: RunConfig, facts: TaskFacts, frames: dict) 
     )
 
 
+def explanations_are_supported(config: RunConfig, facts: TaskFacts, frames: dict) -> TunewiseError | None:
+    if config.explain.enabled is not True or facts.capabilities.explanations:
+        return None
+    return ConfigError(
+        f"explain.enabled: true, but a {facts.name} model cannot explain its predictions (explanations exist for "
+        "text classification, token classification, question answering and image classification). Set "
+        "explain.enabled: auto (it turns itself off where it does not apply) or false."
+    )
+
+
+def explain_method_fits_the_inputs(config: RunConfig, facts: TaskFacts, frames: dict) -> TunewiseError | None:
+    """Grad-CAM needs a convolutional feature map (images); the token methods need tokens (text)."""
+    explain = config.explain
+    if explain.method == "auto" or explain.enabled is False or not facts.capabilities.explanations:
+        return None
+    reads_text = facts.capabilities.reads_text
+    methods = METHODS if reads_text else IMAGE_METHODS
+    if explain.method in methods:
+        return None
+    return ConfigError(
+        f"explain.method {explain.method} does not apply to a model that reads {'text' if reads_text else 'images'}; "
+        f"choose auto or one of: {', '.join(methods)}."
+    )
+
+
 TASK_RULES: tuple[TaskRule, ...] = (
     selection_metric_is_reported,
     balance_needs_classes,
@@ -106,6 +132,8 @@ TASK_RULES: tuple[TaskRule, ...] = (
     positive_label_is_a_label,
     group_column_is_in_the_data,
     canaries_need_generation,
+    explanations_are_supported,
+    explain_method_fits_the_inputs,
 )
 
 

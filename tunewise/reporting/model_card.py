@@ -1,9 +1,10 @@
 """`model_card.md`: the sections of Mitchell et al. 2019, "Model Cards for Model Reporting", filled from the run.
 
 Every number comes from the run folder (config.yaml, run.json, metrics.json, audit/, fairness.json,
-privacy.json); nothing is estimated or invented. What only the author knows (intended use, out-of-scope uses,
-authors, licence) comes from the config's `card` section, and when it is empty the card says so plainly instead
-of filling the gap with boilerplate: an unstated intended use is itself a finding a reviewer must see.
+privacy.json, explanations.json); nothing is estimated or invented. What only the author knows (intended use,
+out-of-scope uses, authors, licence) comes from the config's `card` section, and when it is empty the card says
+so plainly instead of filling the gap with boilerplate: an unstated intended use is itself a finding a reviewer
+must see.
 Strings from the data or config are HTML-escaped (and `|` in table cells), so a label such as `<script>` stays
 text on any Markdown renderer.
 """
@@ -19,6 +20,7 @@ from tunewise.reporting.run_facts import SAFETY_NOT_RUN, RunFacts, read_run, run
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
+    faithful_verdict,
     findings_table,
     fmt,
     generations_table,
@@ -29,6 +31,7 @@ from tunewise.reporting.tables import (
     safety_tables,
     safety_verdict,
 )
+from tunewise.runs.atomic import write_text
 from tunewise.runs.layout import CALIBRATION_PLOT, CARD_FILE, LOSS_PLOT
 
 ECE_CAVEAT = 0.05  # above this, scores should not be read as probabilities
@@ -92,7 +95,7 @@ def write_model_card(run_dir: Path) -> Path:
         _caveats(facts),
     ]
     path = facts.run_dir / CARD_FILE
-    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    write_text(path, "\n\n".join(sections) + "\n")  # whole or not at all (runs.atomic)
     return path
 
 
@@ -301,12 +304,51 @@ def _quantitative(facts: RunFacts) -> str:
     present = [f"![{caption}]({path})" for path, caption in figures if (facts.run_dir / path).is_file()]
     if present:
         parts.append(" ".join(present))
+    parts.append("**Explanations**")
+    parts.append(_explanations(facts))
     parts.append("**By group**")
     if facts.fairness is None:
         parts.append(facts.fairness_absent())
     else:
         parts += [md_table(t) for t in json_tables(facts.fairness, "fairness")]
     return "\n\n".join(parts)
+
+
+def _explanations(facts: RunFacts) -> str:
+    """One paragraph: how the explanations were made and how faithful the deletion test found them; the identity
+    terms with a fairness gap and their share of the attribution."""
+    explained = facts.explanations if isinstance(facts.explanations, dict) else None
+    if explained is None:
+        return facts.explanations_absent()
+    text = (
+        f"{md(explained.get('method'))} attributions of {fmt(explained.get('explanations'))} predictions on "
+        f"{fmt(explained.get('rows'))} {md(explained.get('split'))} rows"
+    )
+    delta = explained.get("mean_convergence_delta")
+    text += f" (mean convergence delta {fmt(delta)})." if delta is not None else "."
+    by_k = list(((explained.get("faithfulness") or {}).get("by_k") or {}).values())
+    if by_k:
+        f = by_k[0]
+        deleted, deleted_random = fmt(f.get("comprehensiveness_top")), fmt(f.get("comprehensiveness_random"))
+        kept, kept_random = fmt(f.get("sufficiency_top")), fmt(f.get("sufficiency_random"))
+        text += (
+            f" Faithfulness (ERASER deletion test, k = {md(f.get('k'))}): deleting the top words lowers the explained "
+            f"probability by {deleted} (random words: {deleted_random}), keeping only them by {kept} (random: "
+            f"{kept_random}). Against random words: "
+            + "; ".join(f"k = {md(figures.get('k'))} {faithful_verdict(figures)}" for figures in by_k)
+            + "."
+        )
+    else:
+        text += f" Faithfulness: {md(explained.get('faithfulness_note') or 'not measured')}."
+    identities = explained.get("identity_terms") or {}
+    shares = [
+        f"{md(name)} {fmt(entry.get('attribution_share'))} (an average word: {fmt(entry.get('uniform_share'))})"
+        for name, entry in identities.items()
+        if entry.get("attribution_share") is not None
+    ]
+    if shares:
+        text += f" Share of the attribution carried by identity terms with a fairness gap: {'; '.join(shares)}."
+    return text + " Top words per label and examples: `report.html`, `explanations.json`."
 
 
 def _ethics(facts: RunFacts) -> str:

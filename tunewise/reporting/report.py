@@ -2,6 +2,8 @@
 
 The page is built only from the files a run folder already holds, so `tunewise report RUN` can rebuild it
 at any time (after a fairness or privacy check adds its JSON, or on a machine that never saw the training).
+Explained examples are coloured text (inline styles) and their heat maps, like the plots, data URIs of the PNGs
+in the run folder, so the page stays one file.
 It has no external URLs and no script: plots are PNG data URIs and the CSS is inline, so the file can be
 mailed, archived or attached to a review and still show everything. A Content-Security-Policy that allows
 nothing but inline styles and data-URI images makes that a guarantee, not a habit. Every string that comes
@@ -23,9 +25,13 @@ from tunewise.reporting.run_facts import SAFETY_NOT_RUN, RunFacts, read_run, run
 from tunewise.reporting.tables import (
     Table,
     dp_tables,
+    explanation_facts_table,
+    faithful_verdict,
+    faithfulness_table,
     findings_table,
     fmt,
     generations_table,
+    identity_attribution_table,
     json_tables,
     memorisation_tables,
     metrics_table,
@@ -36,7 +42,9 @@ from tunewise.reporting.tables import (
     safety_tables,
     safety_verdict,
     scalar_metrics,
+    top_words_table,
 )
+from tunewise.runs.atomic import write_text
 from tunewise.runs.layout import CALIBRATION_PLOT, CONFIG_FILE, LOSS_PLOT, PREDICTIONS_FILE, REPORT_FILE
 
 # the metrics worth a glance, in order; the full table below lists every one
@@ -126,6 +134,8 @@ img{max-width:100%;height:auto;border:1px solid #eef0f2}figure{margin:1em 0}
 .error{color:#b00020;font-weight:600}.warning{color:#9a6700;font-weight:600}
 .fail{color:#b00020;font-weight:600}.warn{color:#9a6700;font-weight:600}.pass{color:#1a7f37;font-weight:600}
 pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:.85em}
+.explained{border:1px solid #d5d9de;border-radius:8px;padding:.5em .9em;margin:.6em 0}
+.explained p{margin:.3em 0}.explained .text{line-height:1.9}.explained .text span{border-radius:3px;padding:0 1px}
 """
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -144,6 +154,7 @@ def write_report(run_dir: Path) -> Path:
         *_optional_json(facts.fairness, "Fairness", facts.fairness_absent(), bars=True),
         *_audit(facts),
         *_optional_json(facts.privacy, "Privacy", facts.privacy_absent(), bars=False),
+        *_explanations(facts),
         *[html_table(t) for t in dp_tables(facts)],
         *_safety(facts),
         *_run_facts(facts),
@@ -157,7 +168,7 @@ def write_report(run_dir: Path) -> Path:
         + "\n</body></html>\n"
     )
     path = facts.run_dir / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    write_text(path, page)  # whole or not at all (runs.atomic)
     return path
 
 
@@ -248,6 +259,107 @@ def _optional_json(payload: Any, heading: str, absent: str, bars: bool) -> list[
             parts.append(_figure_bytes(png, f"{table.title}: by group"))
             plotted += 1
     return parts
+
+
+EXAMPLE_HEADINGS = {
+    "correct": "Correct predictions (the most confident)",
+    "wrong": "Wrong predictions (the most confident)",
+    "example": "Examples",
+}
+POSITIVE_RGB = (214, 39, 40)  # toward the explained label: red
+NEGATIVE_RGB = (31, 119, 180)  # against it: blue
+MAX_ALPHA = 0.85  # the strongest word of an example; the others in proportion to |score|
+
+
+def _explanations(facts: RunFacts) -> list[str]:
+    """Which words moved the predictions: how they were computed, how faithful they are, the top words per
+    label, the identity terms' share, and examples as coloured text (or heat maps); one sentence when absent."""
+    explained = facts.explanations if isinstance(facts.explanations, dict) else None
+    if explained is None:
+        return ["<h2>Explanations</h2>", f"<p>{escape(facts.explanations_absent())}</p>"]
+    parts = [
+        "<h2>Explanations</h2>",
+        f"<p>Which parts of each input moved the prediction, by Captum's {escape(str(explained.get('method')))} on "
+        f"{escape(fmt(explained.get('rows')))} {escape(str(explained.get('split')))} rows. An attribution is signed: "
+        "<span style='color:rgb(214,39,40)'>red</span> pushed toward the label explained, "
+        "<span style='color:rgb(31,119,180)'>blue</span> away from it. The convergence delta is integrated "
+        "gradients' completeness gap relative to the change it explains: near 0, the attributions add up to the "
+        "change. They explain the change from the input without its words: when that already gets the label (a "
+        "default class), the words carry little.</p>",
+        html_table(explanation_facts_table(explained)),
+    ]
+    faithfulness = faithfulness_table(explained)
+    if faithfulness is None:
+        parts.append(f"<p>Faithfulness: {escape(str(explained.get('faithfulness_note') or 'not measured'))}.</p>")
+    else:
+        by_k = list(((explained.get("faithfulness") or {}).get("by_k") or {}).values())
+        verdicts = "; ".join(f"k = {figures.get('k')}: {faithful_verdict(figures)}" for figures in by_k)
+        parts.append(
+            "<p>Are the attributions faithful? Deleting the top-k words should lower the explained probability more "
+            "than deleting k random words (comprehensiveness), and keeping only them should lower it less "
+            f"(sufficiency) (ERASER, DeYoung et al. 2020). <b>{escape(verdicts or 'not measured')}</b>.</p>"
+        )
+        parts.append(html_table(faithfulness))
+    for table in (top_words_table(explained), identity_attribution_table(explained)):
+        if table is not None:
+            parts.append(html_table(table))
+    examples = [item for item in explained.get("examples") or [] if isinstance(item, dict)]
+    for kind, heading in EXAMPLE_HEADINGS.items():
+        shown = [item for item in examples if item.get("kind") == kind]
+        if shown:
+            parts.append(f"<h3>{escape(heading)}</h3>")
+            parts += [_explained_example(facts, item) for item in shown]
+        elif kind == "wrong" and any(item.get("kind") == "correct" for item in examples):
+            rows = fmt(explained.get("rows"))
+            parts.append(
+                f"<h3>{escape(heading)}</h3><p>None: the model was right on all {escape(rows)} rows explained.</p>"
+            )
+    return parts
+
+
+def _explained_example(facts: RunFacts, item: dict[str, Any]) -> str:
+    """One explained row: what was explained and the truth, then its text(s) coloured by attribution, or its
+    image's heat map."""
+    truth = f" · true label: <b>{escape(str(item['label']))}</b>" if item.get("label") is not None else ""
+    head = (
+        f"<p class='muted'>row {escape(fmt(item.get('row')))} · explained: <b>{escape(str(item.get('target')))}</b> "
+        f"({escape(fmt(item.get('probability')))}){truth}</p>"
+    )
+    if item.get("heatmap_png"):
+        caption = f"Heat map of row {fmt(item.get('row'))}: {item.get('target')}"
+        return f"<div class='explained'>{head}{_figure(facts.run_dir / str(item['heatmap_png']), caption)}</div>"
+    texts = [str(text) for text in item.get("texts") or []]
+    words = [word for word in item.get("words") or [] if isinstance(word, dict)]
+    names = (
+        facts.text_columns if len(facts.text_columns) == len(texts) else [f"text {i + 1}" for i in range(len(texts))]
+    )
+    lines = "".join(
+        f"<p class='text'>{escape(name) + ': ' if len(texts) > 1 else ''}"
+        f"{coloured_text(text, [w for w in words if w.get('text', 0) == index])}</p>"
+        for index, (name, text) in enumerate(zip(names, texts, strict=True))
+    )
+    return f"<div class='explained'>{head}{lines}</div>"
+
+
+def coloured_text(text: str, words: list[dict[str, Any]]) -> str:
+    """`text` as HTML, each attributed word on a background of its sign's colour, as strong as its |score|
+    relative to the row's strongest word (its score in the tooltip); everything from the text is escaped."""
+    strongest = max((abs(float(w.get("score") or 0.0)) for w in words), default=0.0)
+    pieces, at = [], 0
+    for word in sorted(words, key=lambda w: int(w.get("start", 0))):
+        start, end, score = int(word.get("start", 0)), int(word.get("end", 0)), float(word.get("score") or 0.0)
+        if start < at or end <= start:  # overlapping or empty spans are left as plain text
+            continue
+        alpha = MAX_ALPHA * abs(score) / strongest if strongest > 0 else 0.0
+        red, green, blue = POSITIVE_RGB if score >= 0 else NEGATIVE_RGB
+        pieces.append(escape(text[at:start]))
+        pieces.append(
+            f"<span style='background:rgba({red},{green},{blue},{alpha:.2f})' title='{score:+.4f}'>"
+            f"{escape(text[start:end])}</span>"
+        )
+        at = end
+    pieces.append(escape(text[at:]))
+    return "".join(pieces)
 
 
 def _safety(facts: RunFacts) -> list[str]:

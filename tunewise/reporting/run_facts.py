@@ -1,7 +1,7 @@
 """What a finished run folder records, read once: the facts both the report and the model card draw on.
 
 Reading is kept apart from drawing: `read_run` reads config.yaml, run.json, metrics.json, the history,
-the audit and the fairness and privacy files; `report.py` draws the HTML page and `model_card.py` the
+the audit and the fairness, privacy and explanations files; `report.py` draws the HTML page and `model_card.py` the
 Markdown card from the same `RunFacts`. What the task is and can do comes from run.json's `task`
 (the facts the task declared while training), so nothing here rebuilds a task or asks its name.
 """
@@ -20,6 +20,7 @@ import yaml
 from tunewise.runs.layout import (
     AUDIT_FILE,
     CONFIG_FILE,
+    EXPLANATIONS_FILE,
     FAIRNESS_FILE,
     HISTORY_FILE,
     MEMORISATION_FILE,
@@ -52,6 +53,7 @@ class RunFacts:
     privacy: Any | None
     safety: Any | None = None  # generative runs: the red team before and after, the screen
     memorisation: Any | None = None  # generative runs: canary exposure, personal-data extraction
+    explanations: Any | None = None  # attributions: top words per label, examples, faithfulness, identity terms
 
     @property
     def task(self) -> str:
@@ -123,6 +125,24 @@ class RunFacts:
             "`fairness.enabled: true` (and `fairness.group_column` for per-group metrics), then `tunewise report RUN`."
         )
 
+    def explanations_absent(self) -> str:
+        """Why there is no explanations.json, and what would produce one."""
+        if not self.can("explanations"):
+            return (
+                f"No explanations: this {self.task} run's task does not attribute its predictions (tunewise explains "
+                "text and sentence-pair classification, named entities, question answering and image classification)."
+            )
+        if self.section("explain").get("enabled") is False:
+            return (
+                "No explanations: the config sets `explain.enabled: false`. Train with `explain.enabled: auto` for "
+                "this section, or explain single predictions with `tunewise predict RUN --text ... --explain`."
+            )
+        return (
+            "No explanations for this run (there is no explanations.json): it was a trial of `tunewise tune` (only "
+            "the best trial is explained), or its explanation step was skipped (the training log says why). "
+            "`tunewise predict RUN --text ... --explain` explains single predictions."
+        )
+
 
 SAFETY_NOT_RUN = (
     "No safety check ran on this run (there is no safety.json): nothing here measures whether fine-tuning changed "
@@ -150,6 +170,7 @@ def read_run(run_dir: Path) -> RunFacts:
         privacy=read_json(run_dir / PRIVACY_FILE),
         safety=read_json(run_dir / SAFETY_FILE),
         memorisation=read_json(run_dir / MEMORISATION_FILE),
+        explanations=read_json(run_dir / EXPLANATIONS_FILE),
     )
 
 

@@ -339,3 +339,94 @@ def run_facts_tables(facts: RunFacts) -> list[Table]:
         Table("Versions", ["package", "version"], versions),
         Table("Hardware", ["fact", "value"], hardware),
     ]
+
+
+# ------------------------------------------------------------------------------------------ explanations
+
+
+def explanation_facts_table(explained: dict[str, Any]) -> Table:
+    """How the explanations were made and what they cost."""
+    rows: list[list[Any]] = [
+        ["method", explained.get("method")],
+        ["integrated gradients' steps", explained.get("steps")],
+        ["rows explained", f"{fmt(explained.get('rows'))} of the {explained.get('split')} split (seeded sample)"],
+        ["explanations (labels, entities, answer ends)", explained.get("explanations")],
+        ["seconds", explained.get("seconds")],
+        ["seconds per explanation", explained.get("seconds_per_explanation")],
+        ["mean convergence delta", explained.get("mean_convergence_delta")],
+        ["largest convergence delta", explained.get("max_convergence_delta")],
+    ]
+    return Table("How the explanations were made", ["fact", "value"], [row for row in rows if row[1] is not None])
+
+
+def faithfulness_table(explained: dict[str, Any]) -> Table | None:
+    """ERASER's deletion test per k: comprehensiveness and sufficiency of the top-k words beside k random words."""
+    faithfulness = explained.get("faithfulness")
+    if not isinstance(faithfulness, dict):
+        return None
+    rows = [
+        [
+            str(figures.get("k")),
+            figures.get("rows"),
+            figures.get("comprehensiveness_top"),
+            figures.get("comprehensiveness_random"),
+            figures.get("sufficiency_top"),
+            figures.get("sufficiency_random"),
+            faithful_verdict(figures),
+        ]
+        for figures in (faithfulness.get("by_k") or {}).values()
+    ]
+    header = ["k (words, or a share of them)", "explanations", "comprehensiveness: top-k", "random k",
+              "sufficiency: top-k", "random k", "verdict"]  # fmt: skip
+    return Table("Faithfulness: the deletion test (mean drop in the explained probability)", header, rows)
+
+
+def faithful_verdict(figures: dict[str, Any]) -> str:
+    """Whether the top words beat random ones on both counts: deleting them costs more, keeping them costs less."""
+    keys = ("comprehensiveness_top", "comprehensiveness_random", "sufficiency_top", "sufficiency_random")
+    values = [value for key in keys if (value := number(figures.get(key))) is not None]
+    if len(values) < len(keys):
+        return "not measured"
+    top_deleted, random_deleted, top_kept, random_kept = values
+    better = int(top_deleted > random_deleted) + int(top_kept < random_kept)
+    return {2: "better than random", 1: "mixed", 0: "no better than random"}[better]
+
+
+def top_words_table(explained: dict[str, Any]) -> Table | None:
+    """Per label, the words that pushed toward it and against it most, as `word +mean (rows)`."""
+    labels = explained.get("labels") or {}
+    if not labels:
+        return None
+
+    def listed(entries: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{e['word']} {e['mean']:+.3g} ({e['rows']})" for e in entries) or "none"
+
+    rows = [[label, entry.get("explanations"), listed(entry.get("toward", [])), listed(entry.get("against", []))]
+            for label, entry in labels.items()]  # fmt: skip
+    title = (
+        "Most influential words per label: mean attribution toward the label over the rows a word occurs in "
+        f"(rows in brackets, at least {fmt(explained.get('min_word_rows'))})"
+    )
+    return Table(title, ["label", "explanations", "toward the label", "against it"], rows)
+
+
+def identity_attribution_table(explained: dict[str, Any]) -> Table | None:
+    """The identities the fairness audit found an AUC gap for, and how much attribution their words carry."""
+    identities = explained.get("identity_terms") or {}
+    if not identities:
+        return None
+    rows = [
+        [
+            identity,
+            entry.get("auc_gap"),
+            entry.get("status"),
+            entry.get("rows"),
+            entry.get("attribution_share"),
+            entry.get("uniform_share"),
+            entry.get("mean_attribution"),
+        ]
+        for identity, entry in identities.items()
+    ]
+    header = ["identity", "AUC gap", "status", "rows mentioning it", "attribution share", "an average word's share",
+              "mean attribution"]  # fmt: skip
+    return Table("Identity terms with a fairness gap: the attribution their words carry", header, rows)

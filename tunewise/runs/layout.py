@@ -12,6 +12,8 @@ PRIVACY_FILE = "privacy.json"
 SAFETY_FILE = "safety.json"  # generative runs: the red team before and after, the screen's counts
 RED_TEAM_FILE = "red_team.jsonl"  # every red-team prompt with both answers, as the screen left them
 MEMORISATION_FILE = "memorisation.json"  # generative runs: canary exposure, personal-data extraction
+EXPLANATIONS_FILE = "explanations.json"  # top words per label, examples, faithfulness, identity-term attribution
+EXPLANATIONS_FOLDER = "explanations"  # image runs: the heat maps (PNG) of the examples explanations.json shows
 REPORT_FILE = "report.html"
 CARD_FILE = "model_card.md"
 MODEL_FOLDER = "model"  # loads with from_pretrained
@@ -46,6 +48,8 @@ ARTIFACTS = (
     SAFETY_FILE,
     RED_TEAM_FILE,
     MEMORISATION_FILE,
+    EXPLANATIONS_FILE,
+    EXPLANATIONS_FOLDER,
     REPORT_FILE,
     CARD_FILE,
     RUN_FILE,

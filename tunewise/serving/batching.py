@@ -11,6 +11,11 @@ request gets back exactly its own predictions, in its own order.
 
 A request is never split: one larger than the budget runs alone. When a batch of several requests
 fails, each runs again alone, so only the request the model failed on gets the error.
+
+Each request carries a key, the settings of its model call beyond its inputs (whether and how to explain,
+`predictor.ExplainSettings`, or None): one call has one key, so requests of different keys never share a
+batch. The worker takes the oldest request and then, in arrival order, those of its key that fit; the
+others keep their places for the next batch.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,8 +33,8 @@ import pandas as pd
 
 from tunewise.errors import TunewiseError
 
-# (the frames of the requests in a batch) -> each request's predictions, in its rows' order
-PredictFrames = Callable[[list[pd.DataFrame]], list[list[dict[str, Any]]]]
+# (the frames of the requests in a batch, the key they share) -> each request's predictions, in its rows' order
+PredictFrames = Callable[[list[pd.DataFrame], Hashable], list[list[dict[str, Any]]]]
 # observes each model call: (inputs, tokens, seconds)
 BatchObserver = Callable[[int, int, float], None]
 
@@ -46,11 +51,12 @@ class BatchLimits:
     max_queue_inputs: int = 1_024  # inputs waiting; beyond it requests are refused (429)
 
 
-@dataclass
+@dataclass(eq=False)  # each request is itself: the queue removes it by identity
 class _Pending:
     frame: pd.DataFrame
     tokens: int
     answer: asyncio.Future
+    key: Hashable = None  # the call's settings: only requests of one key share a batch
     queued_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -105,10 +111,10 @@ class Batcher:
         finally:
             self._waiting_inputs -= inputs
 
-    async def submit(self, frame: pd.DataFrame, tokens: int) -> list[dict[str, Any]]:
-        """The predictions for one admitted request's rows, once its batch has run."""
+    async def submit(self, frame: pd.DataFrame, tokens: int, key: Hashable = None) -> list[dict[str, Any]]:
+        """The predictions for one admitted request's rows, once a batch of its key has run."""
         assert self._arrived is not None, "Batcher.start() runs first"
-        pending = _Pending(frame, tokens, asyncio.get_running_loop().create_future())
+        pending = _Pending(frame, tokens, asyncio.get_running_loop().create_future(), key)
         self._queue.append(pending)
         self._arrived.set()
         return await pending.answer
@@ -123,20 +129,20 @@ class Batcher:
             await self._answer(batch)
 
     async def _gather(self) -> list[_Pending]:
-        """The oldest request, and those after it that fit the budget, waiting at most max_wait_ms."""
+        """The oldest request, and those after it of its key that fit the budget, waiting at most max_wait_ms."""
         batch = [self._queue.popleft()]
-        tokens, inputs = batch[0].tokens, batch[0].inputs
+        key, tokens, inputs = batch[0].key, batch[0].tokens, batch[0].inputs
         deadline = batch[0].queued_at + self.limits.max_wait_ms / 1000
         assert self._arrived is not None
         while True:
-            while self._queue:
-                after = self._queue[0]
+            for after in [pending for pending in self._queue if pending.key == key]:
                 if (
                     tokens + after.tokens > self.limits.max_batch_tokens
                     or inputs + after.inputs > self.limits.max_batch_inputs
                 ):
                     return batch
-                batch.append(self._queue.popleft())
+                self._queue.remove(after)
+                batch.append(after)
                 tokens += after.tokens
                 inputs += after.inputs
             left = deadline - time.perf_counter()
@@ -167,7 +173,8 @@ class Batcher:
     async def _run(self, batch: list[_Pending]) -> list[list[dict[str, Any]]]:
         started = time.perf_counter()
         frames = [pending.frame for pending in batch]
-        results = await asyncio.get_running_loop().run_in_executor(self._model_thread, self.predict, frames)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._model_thread, self.predict, frames, batch[0].key)
         if self.observe is not None:
             self.observe(sum(p.inputs for p in batch), sum(p.tokens for p in batch), time.perf_counter() - started)
         return results

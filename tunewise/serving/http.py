@@ -1,13 +1,21 @@
 """`tunewise serve`: a fine-tuned run (or its ONNX export) behind HTTP, for every task.
 
-    POST /predict   {"inputs": [...]} -> {"predictions": [...]}: what predict() takes and returns, in order
+    POST /predict   {"inputs": [...]} -> {"predictions": [...]}: what predict() takes and returns, in order;
+                    with "explain": true (and optionally "explain_label", "explain_method") each prediction has
+                    its "explanation", as predict(explain=True) gives it
     GET  /health    200 once the model is loaded (503 while it loads, or when it could not be loaded)
-    GET  /info      the task, its labels, the run's metrics and the model card's intended use
+    GET  /info      the task, its labels, the run's metrics, the model card's intended use, whether it can explain
     GET  /metrics   Prometheus: requests, latency, batch sizes, queue depth, the screen's decisions
+
+An image's heat map comes back inside the JSON as `heatmap_png_base64` (the PNG's bytes, base64-encoded)
+instead of predict()'s `heatmap_png` path: a path on the server is of no use to a client, and nothing is
+left on the server's disk. Explained and plain requests never share a model call (the batcher groups by
+the explanation settings), so each is answered exactly as predict() with the same settings would.
 
 Requests are batched across clients (`serving.batching`); the model runs in a thread of its own, so
 the event loop keeps answering. Every failure has its status and a JSON body `{"error": ...}` naming
-the field or the limit: 422 malformed JSON or inputs the task does not take, 413 a request over the
+the field or the limit: 422 malformed JSON, inputs the task does not take or explain settings the model cannot
+use (`explain` on an export, an unknown `explain_label` or `explain_method`), 413 a request over the
 size limits, 429 a full queue, 401 a missing or wrong API key, 404 an unknown route, 500 a model error
 (no traceback leaves the server, which stays up), 503 no model yet. Inputs are never logged unless
 `log_inputs` asks, and then with personal data replaced by its type.
@@ -18,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hmac
 import itertools
 import logging
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +51,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunewise.audit.pii import PiiScanner, redact_text
-from tunewise.errors import TunewiseError
+from tunewise.errors import ConfigError, TunewiseError
+from tunewise.explain.settings import ExplainSettings
 from tunewise.runs.layout import CARD_FILE, EXPORT_FILE, METRICS_FILE
 from tunewise.runs.reader import read_json
 from tunewise.serving.batching import Batcher, BatchLimits, QueueFull
 from tunewise.serving.metrics import ServerMetrics
-from tunewise.serving.payload import InputError, as_json, check_inputs, task_inputs
-from tunewise.serving.predictor import FineTunedModel, as_prediction
+from tunewise.serving.payload import InputError, as_json, check_inputs, embedded_png, task_inputs
+from tunewise.serving.predictor import EXPLANATION_COLUMN, FineTunedModel, as_prediction
 
 logger = logging.getLogger("tunewise.serve")
 API_KEY_ENV = "TUNEWISE_API_KEY"
@@ -77,6 +87,17 @@ class PredictRequest(BaseModel):
     inputs: list[Any] | str = Field(
         description="What predict() takes: texts, [text, pair] lists, word lists, {question, context} objects, "
         "conversations, or base64 images; one string is one input"
+    )
+    explain: bool = Field(
+        default=False,
+        description="Explain each prediction: per-word attributions (an image: a heat map as base64 PNG); several "
+        "times the cost of a prediction",
+    )
+    explain_label: str | None = Field(
+        default=None, description="With explain: explain this label (an entity type for NER) instead of the predicted"
+    )
+    explain_method: str = Field(
+        default="auto", description="With explain: auto or a Captum method (GET /info lists the model's)"
     )
 
 
@@ -127,15 +148,45 @@ class Served:
     def stop(self) -> None:
         self._prepare_thread.shutdown(wait=True, cancel_futures=True)
 
-    def _predict_frames(self, frames: list[pd.DataFrame]) -> list[list[dict[str, Any]]]:
+    def explain_settings(self, body: PredictRequest) -> ExplainSettings | None:
+        """A request's explanation settings, checked against the model (None: no explanation); an InputError
+        names the field to change."""
         model = self.model
         assert model is not None
+        if not body.explain:
+            given = "explain_label" if body.explain_label is not None else "explain_method"
+            if body.explain_label is not None or body.explain_method != "auto":
+                raise InputError(given, 'goes with "explain": true; add it, or leave this field out.')
+            return None
+        try:
+            model.check_explainable()
+        except ConfigError as error:
+            raise InputError("explain", str(error)) from None
+        try:
+            return model.explain_settings(body.explain_label, body.explain_method)
+        except ConfigError as error:
+            raise InputError("explain_method", str(error)) from None
+
+    def _predict_frames(self, frames: list[pd.DataFrame], key: Hashable) -> list[list[dict[str, Any]]]:
+        """One model call for the frames of a batch, which share `key`: their explanation settings or None. An
+        image model's heat maps are written to a folder of the call's own and sent back as base64 PNG."""
+        model = self.model
+        assert model is not None
+        explain = key if isinstance(key, ExplainSettings) else None
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        records = model.predict_frame(frame).to_dict(orient="records")
+        heat_maps = explain is not None and not model.facts.capabilities.reads_text
+        with contextlib.ExitStack() as scratch:
+            if explain is not None and heat_maps:
+                folder = scratch.enter_context(tempfile.TemporaryDirectory(prefix="tunewise-heatmaps-"))
+                explain = dataclasses.replace(explain, folder=Path(folder))
+            records = model.predict_frame(frame, explain).to_dict(orient="records")
+            predictions = [as_json(as_prediction(record)) for record in records]
+            if heat_maps:
+                for prediction in predictions:
+                    prediction[EXPLANATION_COLUMN] = [embedded_png(item) for item in prediction[EXPLANATION_COLUMN]]
         if model.screen_counts:
             self.metrics.observe_screen(model.screen_counts)
             model.screen_counts = {}
-        predictions = [as_json(as_prediction(record)) for record in records]
         bounds = np.cumsum([0] + [len(frame) for frame in frames])
         return [predictions[start:end] for start, end in itertools.pairwise(bounds)]
 
@@ -163,6 +214,15 @@ class Served:
         screen = model.screen()
         if screen is not None:
             described["screen"] = screen.describe()
+        try:
+            model.check_explainable()
+            described["explanations"] = {
+                "available": True,
+                "methods": ["auto", *model.explain_methods()],
+                "steps": model.config.explain.steps,
+            }
+        except ConfigError as error:
+            described["explanations"] = {"available": False, "why": str(error)}
         return described
 
     def redacted(self, inputs: list[Any]) -> list[Any]:
@@ -257,10 +317,10 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
         if len(body) > settings.max_request_bytes:
             return _too_large(len(body), settings)
         try:
-            inputs = PredictRequest.model_validate_json(body).inputs
+            payload = PredictRequest.model_validate_json(body)
         except ValidationError as error:
             return _invalid(error)
-        inputs = [inputs] if isinstance(inputs, str) else inputs
+        inputs = [payload.inputs] if isinstance(payload.inputs, str) else payload.inputs
         if not inputs:
             return _error(422, "inputs: the list is empty; send at least one input.", field="inputs")
         if len(inputs) > settings.max_request_inputs:
@@ -272,21 +332,26 @@ def create_app(folder: Path, settings: ServerSettings, loader: ModelLoader) -> F
             )
         if served.model is None:
             return _not_ready(served)
+        try:
+            explain = served.explain_settings(payload)
+        except InputError as error:
+            return _error(422, str(error), field=error.field)
         started = time.perf_counter()
         reads_text = served.model.facts.capabilities.reads_text  # images are decoded into a folder of their own
         with contextlib.nullcontext() if reads_text else tempfile.TemporaryDirectory(prefix="tunewise-") as scratch:
             try:
                 with served.batcher.admission(len(inputs)):
                     frame, tokens = await served.prepare(inputs, Path(scratch) if scratch else None)
-                    predictions = await served.batcher.submit(frame, tokens)
+                    predictions = await served.batcher.submit(frame, tokens, explain)
             except InputError as error:
                 return _error(422, str(error), field=error.field)
             except QueueFull as error:
                 response = _error(429, str(error))
                 response.headers["Retry-After"] = "1"
                 return response
-            except TunewiseError as error:  # the task refused what it was given (an image it cannot decode, ...)
-                return _error(422, str(error), field="inputs")
+            except TunewiseError as error:  # the task refused what it was given (an image it cannot decode, a label)
+                chosen = explain is not None and explain.label is not None and isinstance(error, ConfigError)
+                return _error(422, str(error), field="explain_label" if chosen else "inputs")
             except Exception as error:
                 served.metrics.model_errors.inc()
                 logger.exception("the model failed on a request of %d input(s)", len(inputs))

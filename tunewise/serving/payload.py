@@ -4,6 +4,7 @@
 lists, word lists, {"question", "context"} objects, conversations ([{"role", "content"}, ...]). Images
 cannot travel as paths to another machine, so a model that reads images takes them base64-encoded (a data
 URI works too); they are decoded into a request's own scratch folder, which lives until its answer is sent.
+An image's explanation travels back the same way: its heat map's PNG base64-encoded, not a server path.
 """
 
 from __future__ import annotations
@@ -83,3 +84,12 @@ def as_json(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def embedded_png(explanation: dict[str, Any]) -> dict[str, Any]:
+    """An image explanation with its heat map's PNG bytes, base64-encoded, as `heatmap_png_base64` in place of
+    `heatmap_png`, the path on the server (of no use to a client, and gone once the call's folder is)."""
+    path = explanation.pop("heatmap_png", None)
+    if path is not None:
+        explanation["heatmap_png_base64"] = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return explanation

@@ -3,6 +3,10 @@
 `tunewise.load(run_dir)` returns one; so does a finished `tunewise.train(...)` (as `run.model`), and
 `tunewise.load(export_dir)` for a `tunewise export` folder, whose model is an ONNX Runtime session.
 Prediction batches inputs longest-first, so almost no compute goes to padding.
+
+`predict(..., explain=True)` adds each prediction's explanation (`tunewise.explain`: Captum attributions
+per word, or an image's heat map); `faithfulness(file)` measures how far such explanations can be trusted
+(the deletion test). Both need gradients, so they need the PyTorch model of a run folder, not an export.
 """
 
 from __future__ import annotations
@@ -11,20 +15,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from tunewise.config.sections import RunConfig
 from tunewise.errors import ConfigError, first_line
+from tunewise.explain import explain_frame, explain_targets, measure_faithfulness
+from tunewise.explain.results import IMAGE_METHODS, METHODS, WordAttribution
+from tunewise.explain.settings import ExplainSettings
 from tunewise.inference import model_device
 from tunewise.runs.exports import REEXPORT, check_export, export_root
 from tunewise.runs.layout import MODEL_FOLDER, ONNX_FILE
 from tunewise.runs.reader import run_config, run_folder
 from tunewise.serving.onnx_model import OnnxModel
 from tunewise.serving.screen import Screen, count_verdicts, screen_predictions
-from tunewise.tasks import Task, make_task
-from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts
+from tunewise.tasks import Task, explanation, make_task
+from tunewise.types import EncodedSplit, ModelSource, Outputs, Processor, Purpose, TaskFacts, TextExplanationTarget
+
+EXPLANATION_COLUMN = "explanation"  # predict_frame's column of explanations: a list of dicts per row
+DEFAULT_HEATMAP_FOLDER = Path("explanations")  # image heat maps when no folder is named (under the working folder)
+FAITHFULNESS_ROWS = 100
 
 
 class FineTunedModel:
@@ -52,22 +64,96 @@ class FineTunedModel:
         assert isinstance(max_length, int), "a trained run's config has max_length resolved"
         return max_length
 
-    def predict(self, inputs: Any) -> list[dict[str, Any]]:
-        """Predictions for raw inputs (texts, (text, pair) tuples, ... as the task takes them): one dict each."""
-        frame = self.task.data.from_inputs(inputs)
-        return [as_prediction(record) for record in self.predict_frame(frame).to_dict(orient="records")]
+    def predict(
+        self,
+        inputs: Any,
+        explain: bool = False,
+        explain_label: str | None = None,
+        explain_method: str = "auto",
+        explain_dir: str | Path | None = None,
+    ) -> list[dict[str, Any]]:
+        """Predictions for raw inputs (texts, (text, pair) tuples, ... as the task takes them): one dict each.
 
-    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        `explain`: each dict gains "explanation", a list (one per label explained, entity, or answer start
+        and end) of {"target", "probability", "method", "convergence_delta", "words": [{"word", "text",
+        "start", "end", "score"}]}, or for an image {"heatmap_png": path}, written under `explain_dir`
+        (default ./explanations). `explain_label` explains that label instead of the predicted one;
+        `explain_method` is auto or a Captum method (tunewise.explain.results.METHODS, IMAGE_METHODS)."""
+        settings = self.explain_settings(explain_label, explain_method, explain_dir) if explain else None
+        frame = self.task.data.from_inputs(inputs)
+        return [as_prediction(record) for record in self.predict_frame(frame, settings).to_dict(orient="records")]
+
+    def predict_frame(self, frame: pd.DataFrame, explain: ExplainSettings | None = None) -> pd.DataFrame:
         """The prediction columns; generated texts pass the content screen (`screen:`), which adds
-        `screen_flagged` and `screen_reasons` and applies its action to `generated_text`."""
+        `screen_flagged` and `screen_reasons` and applies its action to `generated_text`. With `explain`
+        (settings from `explain_settings`), an `explanation` column: each row's explanations as dicts."""
+        if explain is not None:
+            self.check_explainable()  # before any work: an export or a task that cannot explain says so at once
         screen = self.screen()  # built (and its classifier checked) before any text is generated
         encoded = self.encode(frame, "predict")
         presented = self.task.scoring.present(self.run(encoded), encoded)
+        if explain is not None:
+            explained = explain_frame(self.model, self.processor, self.task, frame, self.max_length, explain)
+            presented[EXPLANATION_COLUMN] = [[item.as_dict() for item in row] for row in explained]
         if screen is None:
             return presented
         screened, verdicts = screen_predictions(screen, presented)
         self.screen_counts = count_verdicts(verdicts)
         return screened
+
+    def check_explainable(self) -> None:
+        """A ConfigError saying what to do when this model cannot be explained: an export (ONNX Runtime computes
+        no gradients), or a task without explanations."""
+        if isinstance(self.model, OnnxModel):
+            raise ConfigError(
+                f"{self.model.path.parent} is an ONNX export, which computes no gradients, so its predictions cannot "
+                "be attributed. Load the run folder it was exported from to explain (tunewise.load(RUN), tunewise "
+                "predict RUN --explain, tunewise serve RUN without --onnx)."
+            )
+        explanation(self.task)
+
+    def explain_methods(self) -> tuple[str, ...]:
+        """The methods that apply to this model's inputs (auto aside)."""
+        return METHODS if self.facts.capabilities.reads_text else IMAGE_METHODS
+
+    def explain_settings(
+        self, label: str | None = None, method: str = "auto", folder: str | Path | None = None
+    ) -> ExplainSettings:
+        """Explanation settings checked against this model: it can explain, and the method fits its inputs (the
+        task's explanation piece checks `label` against what it predicts: classes, entity types). Integrated
+        gradients take the run's `explain.steps`; an image model's heat maps go to `folder` (default
+        ./explanations)."""
+        self.check_explainable()
+        methods = self.explain_methods()
+        if method != "auto" and method not in methods:
+            raise ConfigError(f"explain method {method!r} does not apply to this model; choose auto or one of: "
+                              f"{', '.join(methods)}.")  # fmt: skip
+        if folder is None and not self.facts.capabilities.reads_text:
+            folder = DEFAULT_HEATMAP_FOLDER
+        return ExplainSettings(
+            method=method,
+            steps=self.config.explain.steps,
+            label=label,
+            folder=None if folder is None else Path(folder),
+        )
+
+    def faithfulness(
+        self, source: str, rows: int = FAITHFULNESS_ROWS, method: str = "auto", seed: int = 0
+    ) -> dict[str, Any]:
+        """ERASER's deletion test (DeYoung et al. 2020) of this model's explanations on up to `rows` rows of a
+        labelled file (a seeded sample): how much the predicted label's probability drops when the top-k
+        attributed words are deleted (comprehensiveness) or kept alone (sufficiency), each beside k random words.
+        Attributions that matter drop more than random when deleted, and less than random when kept."""
+        settings = self.explain_settings(method=method)
+        if not self.facts.capabilities.reads_text:
+            raise ConfigError("the deletion test deletes words, so it measures text explanations, not image heat maps.")
+        frame = self.task.data.read(source, "evaluation")
+        self.task.data.check(frame, "evaluation", source)
+        sample = frame.iloc[sample_positions(len(frame), rows, seed)].reset_index(drop=True)
+        targets = explanation(self.task).targets(self.model, self.processor, sample, self.max_length, None)
+        texts = [target for target in targets if isinstance(target, TextExplanationTarget)]
+        explained = [item for item in explain_targets(self.model, texts, settings) if isinstance(item, WordAttribution)]
+        return measure_faithfulness(self.model, texts, explained, seed=seed).as_dict()
 
     def screen(self) -> Screen | None:
         """The content screen of a generative run with `screen.enabled`, built once; None for other runs."""
@@ -87,10 +173,10 @@ class FineTunedModel:
         self.config = self.config.model_copy(update={"screen": settings.model_copy(update=update)})
         self._screen = None
 
-    def predict_file(self, source: str) -> pd.DataFrame:
-        """The input rows (user's columns) followed by the prediction columns."""
+    def predict_file(self, source: str, explain: ExplainSettings | None = None) -> pd.DataFrame:
+        """The input rows (user's columns) followed by the prediction columns (and `explanation`, with `explain`)."""
         frame = self.task.data.read(source, "predict", labelled=False)
-        return pd.concat([user_columns(frame), self.predict_frame(frame)], axis=1)
+        return pd.concat([user_columns(frame), self.predict_frame(frame, explain)], axis=1)
 
     def evaluate(self, source: str, split: str = "evaluation") -> tuple[dict[str, Any], pd.DataFrame]:
         """Metrics on a labelled file, and the per-row predictions."""
@@ -115,7 +201,8 @@ class FineTunedModel:
 
 def as_prediction(record: dict[str, Any]) -> dict[str, Any]:
     """A pipeline-like record: {"label": ..., "score": ..., "probabilities": {name: p}}; a screened
-    generation's {"generated_text": ..., "screen": {"flagged": ..., "reasons": [...]}}."""
+    generation's {"generated_text": ..., "screen": {"flagged": ..., "reasons": [...]}}; an explained one's
+    "explanation" as predict_frame made it."""
     prediction: dict[str, Any] = {}
     probabilities = {}
     screen = {}
@@ -147,6 +234,14 @@ def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
             json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict, tuple)) else v for v in frame[column]
         ]
     return frame
+
+
+def sample_positions(count: int, rows: int, seed: int) -> np.ndarray:
+    """Up to `rows` of `count` row positions, drawn with `seed`, in file order: the rows explained when a whole
+    evaluation split would cost too much (an explanation takes tens of forward passes)."""
+    if count <= rows:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=rows, replace=False))
 
 
 def user_columns(frame: pd.DataFrame) -> pd.DataFrame:

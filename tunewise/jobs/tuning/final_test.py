@@ -2,7 +2,8 @@
 
 Validation chose among the trials, so its best score is optimistic; the test split, withheld from
 every trial, is the honest estimate. The best trial's folder then reads as a finished run with test:
-metrics.json, run.json, predictions.csv and the confusion matrix, and its report and model card rebuilt.
+metrics.json, run.json, predictions.csv and the confusion matrix, explanations.json (its trial skipped them),
+and its report and model card rebuilt.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from tunewise.jobs.explanations import explain_saved_run
 from tunewise.reporting.plots import plot_confusion_matrix
 from tunewise.reporting.rebuild import rebuild
+from tunewise.runs.atomic import replacing
 from tunewise.runs.layout import METRICS_FILE, PLOTS_FOLDER, PREDICTIONS_FILE, RUN_FILE
 from tunewise.runs.reader import read_json
 from tunewise.runs.record import write_json
 from tunewise.serving.predictor import csv_ready, load
 
 
-def score_on_test(folder: Path, test_file: str) -> dict[str, Any]:
-    """The best trial's model on the test file; its run folder updated to show it. Returns the test metrics."""
+def score_on_test(folder: Path, test_file: str, console: Console | None = None) -> dict[str, Any]:
+    """The best trial's model on the test file; its run folder updated to show it, with the explanations its
+    trial skipped (explain.enabled), on the test rows. Returns the test metrics."""
     model = load(folder)
     metrics, predictions = model.evaluate(test_file, "test")
     scored = read_json(folder / METRICS_FILE) or {}
@@ -33,7 +39,8 @@ def score_on_test(folder: Path, test_file: str) -> dict[str, Any]:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(folder / RUN_FILE, record)
-    csv_ready(predictions).to_csv(folder / PREDICTIONS_FILE, index=False)
+    with replacing(folder / PREDICTIONS_FILE) as temporary:
+        csv_ready(predictions).to_csv(temporary, index=False)
     if "confusion_matrix" in metrics:
         plot_confusion_matrix(
             metrics["confusion_matrix"],
@@ -41,5 +48,6 @@ def score_on_test(folder: Path, test_file: str) -> dict[str, Any]:
             folder / PLOTS_FOLDER / "confusion_test.png",
             title="Confusion matrix (test)",
         )
+    explain_saved_run(model, folder, test_file, console or Console(stderr=True))
     rebuild(folder)
     return metrics
