@@ -640,6 +640,22 @@ def planted(tmp_path: Path) -> dict:
     return {"paths": paths, "train": train, "test": test}
 
 
+def assert_close(got: Any, want: Any) -> None:
+    """The same JSON, numbers to float32 precision (the server sends them as float64)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want)
+        for key, value in want.items():
+            assert_close(got[key], value)
+    elif isinstance(want, list | tuple):
+        assert isinstance(got, list) and len(got) == len(want)
+        for item, value in zip(got, want, strict=True):
+            assert_close(item, value)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=1e-5)
+    else:
+        assert got == want
+
+
 # imported here, after the environment above is set (OpenMP reads it when torch loads)
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import pandas as pd
 import pytest
-from conftest import invoke_cli, make_config, read_json, write_csv
+from conftest import assert_close, invoke_cli, make_config, read_json, write_csv
 
 import tunewise
 from tunewise.config.sections import ExplainMethod
@@ -185,22 +185,6 @@ def test_explained_and_plain_requests_in_one_burst_never_share_a_model_call(serv
     for explain, texts in calls:  # one model call holds one kind of request
         assert all((text in explained_texts) is explain for text in texts), calls
     assert any(len(texts) > 1 for _, texts in calls)  # the burst was batched
-
-
-def assert_close(got: Any, want: Any) -> None:
-    """The same JSON, numbers to float32 precision (the server sends them as float64)."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want)
-        for key, value in want.items():
-            assert_close(got[key], value)
-    elif isinstance(want, list | tuple):
-        assert isinstance(got, list) and len(got) == len(want)
-        for item, value in zip(got, want, strict=True):
-            assert_close(item, value)
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, abs=1e-5)
-    else:
-        assert got == want
 
 
 def test_explain_fields_are_checked_with_the_field_named(serving, run) -> None:

@@ -14,12 +14,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import build_tokenizer, invoke_cli, make_config, read_json, write_jsonl
+from conftest import assert_close, build_tokenizer, invoke_cli, make_config, read_json, write_jsonl
 from PIL import Image
 
 import tunewise
@@ -55,21 +54,6 @@ def same_predictions(served: list[dict], expected: list[dict]) -> None:
     assert len(served) == len(expected)
     for got, want in zip(served, expected, strict=True):
         assert_close(got, want)
-
-
-def assert_close(got: Any, want: Any) -> None:
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want)
-        for key, value in want.items():
-            assert_close(got[key], value)
-    elif isinstance(want, (list, tuple)):
-        assert isinstance(got, list) and len(got) == len(want)
-        for item, value in zip(got, want, strict=True):
-            assert_close(item, value)
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, abs=1e-5)
-    else:
-        assert got == want
 
 
 # ------------------------------------------------------------------------------------------ predict, in order
