@@ -59,6 +59,10 @@ CONTENDERS: dict[str, dict[str, str]] = {
         "head": "[CLS] pooler",
         "description": "Trainer tuned by hand: dynamic padding, length-grouped batches; on CUDA bf16 + fused AdamW",
     },
+    "trainer-bf16": {
+        "head": "[CLS] pooler",
+        "description": "the expert Trainer with bf16=True and fused AdamW on a CPU as well (on CUDA: trainer-expert)",
+    },
     "tunewise": {
         "head": "mean pooling",
         "description": "tunewise defaults: the checkpoint's declared (mean) pooling, dynamic padding, length grouping",
@@ -76,7 +80,7 @@ CONTENDERS: dict[str, dict[str, str]] = {
         "description": "the tunewise contender on the code of --baseline REV (a git revision), for before/after",
     },
 }
-TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert")
+TRAINER_CONTENDERS = ("trainer-tutorial", "trainer-expert", "trainer-bf16")
 TUNEWISE_CONTENDERS = ("tunewise", "tunewise-cls", "tunewise-auto", "tunewise-baseline")
 # the stages of a tunewise run, as the per-stage table shows them (run.json durations_seconds keys)
 STAGES = (
@@ -86,6 +90,7 @@ STAGES = (
     ("validation", ("validation_during_training",)),
     ("final eval", ("final_evaluation",)),
     ("fairness", ("fairness",)),
+    ("explanations", ("explanations",)),
     ("privacy audit", ("privacy_audit",)),
     ("report", ("report",)),
 )
@@ -201,8 +206,11 @@ def peak_memory() -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------
 
 
-def trainer_arguments(output_dir: str, args: argparse.Namespace, expert: bool) -> dict[str, Any]:
-    """TrainingArguments for both Trainer variants, spelled for the installed transformers.
+def trainer_arguments(
+    output_dir: str, args: argparse.Namespace, expert: bool, cpu_bf16: bool = False
+) -> dict[str, Any]:
+    """TrainingArguments for the Trainer variants, spelled for the installed transformers. `cpu_bf16`: bf16
+    autocast and fused AdamW on a CPU too (what tunewise's precision auto does where the CPU computes bfloat16).
 
     transformers 5 renamed two of the tutorial arguments: warmup_ratio is now a float warmup_steps < 1, and
     group_by_length=True is now train_sampling_strategy="group_by_length". Both spellings are handled.
@@ -242,6 +250,9 @@ def trainer_arguments(output_dir: str, args: argparse.Namespace, expert: bool) -
         if cuda:
             kwargs["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
             kwargs["optim"] = "adamw_torch_fused"
+        elif cpu_bf16:
+            kwargs["bf16"] = True
+            kwargs["optim"] = "adamw_torch_fused"
     return kwargs
 
 
@@ -261,7 +272,7 @@ def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], mod
 
     transformers_logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    expert = name == "trainer-expert"
+    expert = name in ("trainer-expert", "trainer-bf16")
     reset_peak_memory()
     started = time.perf_counter()
 
@@ -284,7 +295,7 @@ def run_trainer(name: str, args: argparse.Namespace, files: dict[str, Path], mod
     tokenize_seconds = time.perf_counter() - tokenize_started
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as output_dir:
-        arguments = trainer_arguments(output_dir, args, expert)
+        arguments = trainer_arguments(output_dir, args, expert, cpu_bf16=name == "trainer-bf16")
         extra: dict[str, Any] = {}
         if expert:  # the tokenizer is needed by the length-grouped sampler and for dynamic padding
             pad_multiple = 8 if cuda_available() else None

@@ -10,7 +10,11 @@ tunewise.serve("runs/sms-spam", port=8000)          # HTTP, until interrupted
 tunewise.tune("my.yaml", trials=20)                 # an Optuna study over the config's tune.space
 """
 
-from tunewise.api import (
+from tunewise.host import prefer_huge_pages
+
+prefer_huge_pages()  # before torch's first allocation (tunewise.host says why)
+
+from tunewise.api import (  # noqa: E402
     CheckResult,
     FineTunedModel,
     Run,
@@ -23,9 +27,9 @@ from tunewise.api import (
     train,
     tune,
 )
-from tunewise.config.sections import RunConfig
-from tunewise.errors import ConfigError, DataError, TunewiseError
-from tunewise.tasks import load_config
+from tunewise.config.sections import RunConfig  # noqa: E402
+from tunewise.errors import ConfigError, DataError, TunewiseError  # noqa: E402
+from tunewise.tasks import load_config  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

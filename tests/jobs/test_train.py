@@ -18,6 +18,7 @@ from conftest import assert_same_weights, invoke_cli, make_config, read_json, sa
 
 import tunewise
 from tunewise.errors import ConfigError
+from tunewise.prepare import defaults
 
 LEARN = {"epochs": 5, "learning_rate": 3e-3}  # enough for the tiny models to reach ~100% on the templates
 STAGES = (  # per-stage wall times every text-classification run records (check and fairness are off here)
@@ -97,7 +98,8 @@ def test_config_yaml_replays_with_auto_settings_resolved(cls_run, tiny_model_dir
     assert saved.data.max_length == 32
     assert saved.strategy.pooling == "cls"  # auto resolved: no 1_Pooling folder
     assert saved.strategy.method == "full"  # auto resolved: full fine-tuning for text models
-    assert saved.train.precision == "fp32"  # auto resolved: no mixed precision on CPU
+    # auto resolved: bf16 on a CPU that computes it in hardware, else fp32
+    assert saved.train.precision == ("bf16" if defaults.cpu_computes_bf16() else "fp32")
     assert saved.train.early_stopping.metric == "f1_macro"  # auto resolved for single-label
     assert saved == cls_run.config
     requested = read_json(cls_run.run_dir / "run.json")["requested_config"]
@@ -341,3 +343,11 @@ def test_cli_train_runs_a_yaml_config_with_overrides(tmp_path, tiny_mean_model_d
     assert record["status"] == "finished" and record["steps"] == 11
     again = invoke_cli("train", path, "--set", "train.epochs=1", "--set", f"output_dir={tmp_path / 'cli-run'}")
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_runs_in_one_process_may_differ_in_precision(tmp_path, tiny_model_dir, single_label_data) -> None:
+    """Accelerate keeps one state per process and refuses a second precision; each run sets its own (a
+    notebook that trains in fp32, then in bf16)."""
+    for number, precision in enumerate(("fp32", "bf16", "fp32")):
+        config = make_config(tmp_path / str(number), tiny_model_dir, single_label_data, train={"precision": precision})
+        assert train(config).config.train.precision == precision

@@ -162,7 +162,11 @@ def test_auto_strategy_is_full_for_transformers_and_the_head_only_for_cnns_on_li
 
 def test_mixed_precision_on_cpu_and_for_private_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults.torch.cuda, "is_available", lambda: False)
-    assert defaults.mixed_precision("auto", private=False) == "no"
+    monkeypatch.setattr(defaults, "cpu_computes_bf16", lambda: False)
+    assert defaults.mixed_precision("auto", private=False) == "no"  # emulated bfloat16 would be slower
+    monkeypatch.setattr(defaults, "cpu_computes_bf16", lambda: True)
+    assert defaults.mixed_precision("auto", private=False) == "bf16"  # AVX-512 BF16 or AMX
+    assert defaults.mixed_precision("auto", private=True) == "no"
     assert defaults.mixed_precision("fp32", private=False) == "no"
     assert defaults.mixed_precision("bf16", private=False) == "bf16"
     assert defaults.mixed_precision("bf16", private=True) == "no"  # Opacus's per-example gradients are fp32

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from conftest import (
     UNIT_TEST_THREADS,
@@ -157,6 +158,7 @@ def pieces(tmp_path_factory, tiny_mean_model_dir, single_label_data) -> Pieces:
 
 @pytest.fixture
 def accelerator() -> Accelerator:
+    AcceleratorState._reset_state(reset_partial_state=False)  # as the train job does: an earlier run may be bf16
     return Accelerator(cpu=True)
 
 

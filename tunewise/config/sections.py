@@ -157,7 +157,9 @@ class TrainConfig(Section):
         default=1.0, description="Clip the gradient norm to this; null disables clipping."
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        default="auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
+        default="auto",
+        description="auto: bf16 on GPUs that support it, else fp16 on GPU; on a CPU, bf16 where it computes bfloat16 "
+        "in hardware (AVX-512 BF16, AMX), else fp32. Mixed precision keeps float32 weights.",
     )
     seed: int = Field(default=0, description="Seed for the split, initialisation, dropout and data order.")
     eval_every: int | Literal["epoch"] = Field(

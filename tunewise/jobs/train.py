@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from rich.console import Console
 from torch import nn
@@ -156,6 +157,9 @@ def _train(
     # --- model and strategy: mistakes in either fail here, before the run folder is touched ---
     settings = plan.training.settings
     check_trackers(plan.config)
+    # Accelerate keeps one state per process and refuses a second run's different precision (a notebook that
+    # trains in fp32, then with precision auto): each run sets its own; the processes' group is kept
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         mixed_precision=settings.mixed_precision,
         cpu=plan.training.device_type != "cuda",

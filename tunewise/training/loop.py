@@ -157,7 +157,7 @@ def fit(
                 steps.clip()
                 steps.optimizer.step()
                 scheduler.step()
-                steps.optimizer.zero_grad(set_to_none=True)
+                steps.zero_grad()
                 state.step += 1
                 if state.step % LOG_EVERY == 0 or state.step == total:
                     run.log_step()

@@ -3,7 +3,7 @@
 `PlainSteps` is ordinary training under Accelerate: length-grouped (or oversampled) batches, mixed
 precision, optional class-weighted loss, gradient-norm clipping, optional compilation. `PrivateSteps`
 is DP-SGD under Opacus: Poisson-sampled batches, per-example clipping and noise in the optimizer,
-no other clipping, and the privacy spent reported at each epoch's end. Both offer the same five
+no other clipping, and the privacy spent reported at each epoch's end. Both offer the same
 operations, which is all `training.loop.fit` needs.
 """
 
@@ -20,6 +20,7 @@ from torch import nn
 from tunewise.inference import collate, loss_terms, model_scores, to_device
 from tunewise.training.batching import length_grouped_batches
 from tunewise.training.dp import make_private, poisson_batches, private_backward
+from tunewise.training.gradients import SparseEmbeddingGradients
 from tunewise.training.optim import batches_per_epoch
 from tunewise.training.settings import TrainingSettings
 from tunewise.types import EncodedSplit
@@ -47,6 +48,10 @@ class Steps(Protocol):
 
     def clip(self) -> None:
         """Before the optimizer step."""
+        ...
+
+    def zero_grad(self) -> None:
+        """After the optimizer step: the gradients cleared for the next batch."""
         ...
 
     def end_epoch(self, step: int) -> dict[str, Any] | None:
@@ -80,6 +85,9 @@ class PlainSteps:
         self.forward: nn.Module = self.wrapped
         if settings.compile:
             self.forward = compiled_forward(self.bare(), train.fixed_shape, settings.total_steps)
+        # one process on a CPU, eager: the large embedding tables' gradients in kept buffers (training.gradients)
+        on_one_cpu = accelerator.device.type == "cpu" and accelerator.num_processes == 1
+        self.sparse_embeddings = SparseEmbeddingGradients(self.model) if on_one_cpu and not settings.compile else None
         weights = settings.class_weights
         self.loss_weights = (
             None if weights is None else torch.tensor(weights, dtype=torch.float32, device=accelerator.device)
@@ -121,11 +129,18 @@ class PlainSteps:
         if self.settings.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.wrapped.parameters(), self.settings.max_grad_norm)
 
+    def zero_grad(self) -> None:
+        if self.sparse_embeddings is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.sparse_embeddings.zero(self.optimizer)
+
     def end_epoch(self, step: int) -> dict[str, Any] | None:
         return None
 
     def finish(self) -> None:
-        """Nothing to undo."""
+        if self.sparse_embeddings is not None:
+            self.sparse_embeddings.release()
 
     def train(self) -> None:
         self.wrapped.train()
@@ -159,6 +174,9 @@ class PrivateSteps:
 
     def clip(self) -> None:
         """DP-SGD clips each example's gradient in the optimizer step instead."""
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
 
     def end_epoch(self, step: int) -> dict[str, Any] | None:
         return {"epsilon": self.plan.spent(step)}
