@@ -10,9 +10,9 @@ tunewise.serve("runs/sms-spam", port=8000)          # HTTP, until interrupted
 tunewise.tune("my.yaml", trials=20)                 # an Optuna study over the config's tune.space
 """
 
-from tunewise.host import prefer_huge_pages
+from tunewise.host import configure_memory
 
-prefer_huge_pages()  # before torch's first allocation (tunewise.host says why)
+configure_memory()  # before torch allocates (tunewise.host says why)
 
 from tunewise.api import (  # noqa: E402
     CheckResult,
