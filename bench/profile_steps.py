@@ -5,15 +5,16 @@
     python bench/profile_steps.py --steps 4 --rows 300             # smoke run
     python bench/profile_steps.py --trace bench/results/steps.json # also a Chrome trace (chrome://tracing)
 
-It prepares a real tunewise run (the plan, the model, the step strategy the loop uses: `PlainSteps`)
-and times the loop's own phases over `--steps` steps after 3 warm-up steps: collate (rows to a padded
-batch on the device), forward, backward, clip, optimizer step, zero_grad. Phases are timed with the
-device synchronised at each boundary, which is exact on a CPU and on a GPU shows what each phase
-costs when nothing overlaps. A second pass runs the same steps unsynchronised under torch.profiler
-and splits the operators' self time into kinds (matrix multiplies, attention, dropout randomness,
-other elementwise and norms, memory fills and copies, optimizer) and, on a GPU, sets the host's time
-per step beside the kernels' (a step whose kernels take a few ms but whose host work takes 60 ms is
-host-bound). Results: a table and bench/results/profile_steps.json.
+It prepares a real tunewise run (the plan, the model, the step strategy the loop uses: `PlainSteps`),
+runs `--steps` batches once to warm up (each new length builds its oneDNN primitives and grows the
+heap once), then times the loop's phases over the same batches: collate (rows to a padded batch on
+the device), forward, backward, clip, optimizer step, zero_grad. Phases are timed with the device
+synchronised at each boundary, which is exact on a CPU and on a GPU shows what each phase costs when
+nothing overlaps. A third pass runs the same steps unsynchronised under torch.profiler and splits the
+operators' self time into kinds (matrix multiplies, attention, dropout randomness, other elementwise
+and norms, memory fills and copies, optimizer) and, on a GPU, sets the host's time per step beside
+the kernels' (a step whose kernels take a few ms but whose host work takes 60 ms is host-bound).
+Results: a table and bench/results/profile_steps.json.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model folder (default: the MiniLM package)")
     parser.add_argument("--rows", type=int, default=2_000, help="rows of train.tsv (the plan holds some out)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20, help="profiled steps, after 3 warm-up steps")
+    parser.add_argument("--steps", type=int, default=20, help="batches measured (after a warm-up pass over them)")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32", "fp16"])
     parser.add_argument(
         "--dense-embeddings", action="store_true", help="the dense embedding backward (training.gradients off)"
@@ -210,16 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as folder:
         steps, settings, accelerator = prepared_steps(args, Path(folder))
         device = accelerator.device
-        batches = steps.epoch_batches(0)
-        needed = 3 + 2 * args.steps
-        if len(batches) < needed:
-            print(f"profile_steps: {len(batches)} batches from {args.rows} rows; {needed} needed: raise --rows")
+        batches = steps.epoch_batches(0)[: args.steps]
+        if len(batches) < args.steps:
+            print(f"profile_steps: {len(batches)} batches from {args.rows} rows, {args.steps} asked: raise --rows")
             return 2
         steps.train()
-        for indices in batches[:3]:  # warm-up: allocator, oneDNN primitives, kernels
+        # warm-up over the very batches measured: a first pass over unseen lengths would charge the
+        # one-off costs of each shape to the forward
+        for indices in batches:
             one_step(steps, indices)
-        phases = timed_phases(steps, batches[3 : 3 + args.steps], device)
-        kinds = profiled_kinds(steps, batches[3 + args.steps : needed], device, args.trace)
+        phases = timed_phases(steps, batches, device)
+        kinds = profiled_kinds(steps, batches, device, args.trace)
         embeddings_sparse = getattr(steps, "sparse_embeddings", None) is not None
 
     report = {

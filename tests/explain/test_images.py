@@ -128,6 +128,18 @@ def test_the_heat_map_lies_in_the_quadrant_the_model_reads(method: str, photo: P
         assert heat_map.convergence_delta is None and (heat_map.scores >= 0).all()
 
 
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_a_model_that_kept_its_bf16_autocast_is_explained_in_float(method: str, photo: Path) -> None:
+    """After bf16 training, Accelerate leaves the model's forward under autocast: the feature maps are bf16."""
+    model = QuadrantModel()
+    target = target_of(photo, model)
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)  # as accelerator.prepare does
+    (heat_map,) = explain_images(model, [target], ExplainSettings(method=method, steps=8))
+    positive = np.clip(heat_map.scores, 0, None)
+    assert heat_map.scores.dtype.kind == "f"
+    assert positive[: PHOTO_SIZE[1] // 2, : PHOTO_SIZE[0] // 2].sum() / positive.sum() > 0.5
+
+
 def test_a_batch_is_explained_in_order_and_the_model_is_left_as_it_was(photo: Path, tmp_path: Path) -> None:
     model = QuadrantModel().train()
     targets = [target_of(noisy_photo(tmp_path / f"{i}.png", seed=i), model, row=i) for i in range(3)]

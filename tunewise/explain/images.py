@@ -165,8 +165,8 @@ def integrated_gradients(
         )
         total = attributions.sum(dim=(1, 2, 3))
         change = total - delta  # Captum's delta is sum - (p(image) - p(baseline))
-        relative.append((delta.abs() / change.abs().clamp_min(DELTA_FLOOR)).detach().cpu().numpy())
-        maps.append(attributions.sum(dim=1).detach().cpu().numpy())
+        relative.append((delta.abs() / change.abs().clamp_min(DELTA_FLOOR)).detach().float().cpu().numpy())
+        maps.append(attributions.sum(dim=1).detach().float().cpu().numpy())
     return np.concatenate(maps), np.concatenate(relative)
 
 
@@ -187,8 +187,8 @@ def grad_cam(
         chunk = slice(start, start + batch_size)
         inputs = pixels[chunk].detach().requires_grad_()  # the layer's output must carry a gradient
         cam = explainer.attribute(inputs, target=indices[chunk], relu_attributions=True)
-        upsampled = LayerAttribution.interpolate(cam, tuple(pixels.shape[2:]), interpolate_mode="bilinear")
-        maps.append(upsampled[:, 0].detach().cpu().numpy())
+        upsampled = LayerAttribution.interpolate(cam.float(), tuple(pixels.shape[2:]), interpolate_mode="bilinear")
+        maps.append(upsampled[:, 0].detach().cpu().numpy())  # float: a model trained in bf16 keeps its autocast
     return np.concatenate(maps)
 
 
