@@ -13,6 +13,7 @@ from conftest import invoke_cli, make_config, read_json
 
 import tunewise
 from tunewise.errors import ConfigError
+from tunewise.prepare.defaults import cpu_computes_bf16
 
 # Texts in the training templates' style, so a trained tiny model classifies them confidently.
 POSITIVE_TEXTS = ["the film was really great overall", "this book was so excellent today"]
@@ -82,6 +83,16 @@ def test_evaluate_on_a_labelled_file_matches_training_metrics(mean_run, single_l
 
 
 # ------------------------------------------------------------------------------------------ labels and export
+
+
+@pytest.mark.skipif(not cpu_computes_bf16(), reason="a CPU without bf16 in hardware predicts in fp32")
+def test_a_run_trained_in_bf16_is_evaluated_as_training_scored_it(tmp_path, tiny_mean_model_dir, single_label_data):
+    """The train job scores its test rows under the bf16 autocast Accelerate leaves on the model; the loaded model
+    predicts under the same autocast, so its metrics are the run's, not fp32's slightly different ones."""
+    config = make_config(tmp_path, tiny_mean_model_dir, single_label_data, train={**LEARN, "precision": "bf16"})
+    run = tunewise.train(config, show_progress=False)
+    metrics, _ = tunewise.load(run.run_dir).evaluate(single_label_data["test"])
+    assert metrics["loss"] == pytest.approx(run.metrics["test"]["loss"], rel=1e-5)
 
 
 def test_string_labels_are_stored_as_id2label(mean_run):

@@ -26,6 +26,7 @@ from tunewise.explain import explain_frame, explain_targets, measure_faithfulnes
 from tunewise.explain.results import IMAGE_METHODS, METHODS, WordAttribution
 from tunewise.explain.settings import ExplainSettings
 from tunewise.inference import model_device
+from tunewise.prepare.defaults import cpu_computes_bf16
 from tunewise.runs.exports import REEXPORT, check_export, export_root
 from tunewise.runs.layout import MODEL_FOLDER, ONNX_FILE
 from tunewise.runs.reader import run_config, run_folder
@@ -193,9 +194,14 @@ class FineTunedModel:
         return self.task.data.encode(frame, self.processor, self.max_length, purpose)
 
     def run(self, encoded: EncodedSplit) -> Outputs:
-        """The model's outputs for encoded rows; on a GPU in bf16 (as in training), several times faster."""
-        fast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
+        """The model's outputs for encoded rows, in bf16 autocast where training used it: on a GPU that has
+        bf16, and on a CPU that computes it in hardware when the run trained in bf16 (the train job scored
+        its test rows so, under the autocast Accelerate leaves on the model). Several times faster."""
+        if self.device.type == "cuda":
+            fast = torch.cuda.is_bf16_supported()
+        else:
+            fast = self.config.train.precision == "bf16" and cpu_computes_bf16()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast):
             return self.task.scoring.run(self.model, self.processor, encoded)
 
 
