@@ -78,14 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prepared_steps(args: argparse.Namespace, folder: Path) -> tuple[Any, Any, Any]:
     """The plan's train split, settings, and the loop's step strategy with its optimizer, as fit builds them."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     import tunewise
     from tunewise.models.strategies import apply_strategy
     from tunewise.prepare import prepare
     from tunewise.training.optim import build_optimizer
-    from tunewise.training.steps import make_steps
+    from tunewise.training.steps import make_steps, run_accelerator
 
     train_file = folder / "train.tsv"
     copy_head(args.data_dir / "train.tsv", train_file, args.rows)
@@ -101,8 +98,7 @@ def prepared_steps(args: argparse.Namespace, folder: Path) -> tuple[Any, Any, An
     plan = prepare(config)
     assert plan.training is not None
     settings = plan.training.settings
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=plan.training.device_type != "cuda")
+    accelerator = run_accelerator(settings.mixed_precision, cpu=plan.training.device_type != "cuda")
     built = plan.task.model.build(plan.model.source, plan.model.hints, plan.model.pooling)
     model = apply_strategy(built, config.strategy)
     optimizer = build_optimizer(model, settings)

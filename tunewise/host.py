@@ -30,6 +30,7 @@ HEAP_CHUNKS_UP_TO = 32 * 2**20  # glibc's largest mmap threshold on 64-bit
 
 
 def configure_memory() -> None:
+    """Both settings; `tunewise/__init__.py` calls this first."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     keep_freed_memory()
 

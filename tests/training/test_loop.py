@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from conftest import (
     UNIT_TEST_THREADS,
@@ -37,6 +36,7 @@ from tunewise.tasks import load_config, make_task
 from tunewise.training.accounting import plan_privacy
 from tunewise.training.loop import fit
 from tunewise.training.settings import Selection, TrainingSettings
+from tunewise.training.steps import run_accelerator
 from tunewise.types import CheckpointHints, EncodedSplit
 
 
@@ -158,8 +158,7 @@ def pieces(tmp_path_factory, tiny_mean_model_dir, single_label_data) -> Pieces:
 
 @pytest.fixture
 def accelerator() -> Accelerator:
-    AcceleratorState._reset_state(reset_partial_state=False)  # as the train job does: an earlier run may be bf16
-    return Accelerator(cpu=True)
+    return run_accelerator(mixed_precision="no", cpu=True)  # as the train job does: an earlier run may be bf16
 
 
 def settings(epochs: int = 1, gradient_accumulation: int = 1, **changes: Any) -> TrainingSettings:

@@ -18,8 +18,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from rich.console import Console
 from torch import nn
@@ -66,6 +64,7 @@ from tunewise.runs.record import config_fingerprint, git_revision, hardware, pac
 from tunewise.serving.predictor import FineTunedModel, csv_ready, user_columns
 from tunewise.training.checkpointing import payload_bytes
 from tunewise.training.loop import FitResult, ValidationObserver, fit
+from tunewise.training.steps import run_accelerator
 from tunewise.types import Outputs
 
 
@@ -157,10 +156,7 @@ def _train(
     # --- model and strategy: mistakes in either fail here, before the run folder is touched ---
     settings = plan.training.settings
     check_trackers(plan.config)
-    # Accelerate keeps one state per process and refuses a second run's different precision (a notebook that
-    # trains in fp32, then with precision auto): each run sets its own; the processes' group is kept
-    AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(
+    accelerator = run_accelerator(
         mixed_precision=settings.mixed_precision,
         cpu=plan.training.device_type != "cuda",
         **tracker_options(plan.config, plan.run_dir),

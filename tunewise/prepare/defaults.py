@@ -17,6 +17,7 @@ an `auto`. The measurements behind the numbers are in bench/README.md ("Defaults
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -169,9 +170,11 @@ def mixed_precision(setting: str, private: bool, fp16_overflows: bool = False) -
     return {"fp32": "no"}.get(setting, setting)
 
 
+@cache
 def cpu_computes_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX tiles), where oneDNN
-    runs autocast's bf16 matmuls and convolutions at several times float32's speed."""
+    runs autocast's bf16 matmuls and convolutions at several times float32's speed. Asked once per process:
+    the predictor asks on every call."""
     probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(probe is not None and probe() for probe in probes)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import nn
 
 from tunewise.inference import collate, loss_terms, model_scores, to_device
@@ -186,6 +187,14 @@ class PrivateSteps:
 
     def train(self) -> None:
         self.private.train()
+
+
+def run_accelerator(mixed_precision: str, cpu: bool, **options: Any) -> Accelerator:
+    """The Accelerator of one run, with that run's precision. Accelerate keeps one state per process and
+    refuses a second Accelerator of another precision (a notebook that trains in fp32, then with precision
+    auto), so the previous run's state is dropped first; the processes' group (PartialState) is kept."""
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu, **options)
 
 
 def make_steps(
