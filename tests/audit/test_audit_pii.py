@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import random
 import string
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 from conftest import SST2
 
-from tunewise.audit import pii as pii_module
+from tunewise.audit import pii_recognizers
 from tunewise.audit.pii import ENTITY_TYPES, NER_NOTE, PiiMatch, PiiScanner, redact_text
 
 SST2_TRAIN = SST2 / "train.tsv"  # ../shared/data/sst2, beside the project
@@ -284,10 +286,22 @@ def test_scan_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    fresh = pii_module.OfflineEmailRecognizer()
+    fresh = pii_recognizers.OfflineEmailRecognizer()
     assert fresh.validate_result("ann@example.co.uk") is True
-    assert pii_module._OFFLINE_TLD_EXTRACT.suffix_list_urls == ()
+    assert pii_recognizers._OFFLINE_TLD_EXTRACT.suffix_list_urls == ()
     assert PiiScanner().scan_text("mail ann@example.co.uk at https://example.org/x") == [
         ("EMAIL_ADDRESS", 5, 22, 1.0),
         ("URL", 26, 47, 0.6),
     ]
+
+
+def test_presidio_loads_with_the_first_scanner_not_with_tunewise() -> None:
+    """Importing tunewise (every command, a machine that never scans) must not import presidio and spaCy."""
+    code = (
+        "import sys, tunewise.api, tunewise.cli\n"
+        "assert not {'presidio_analyzer', 'spacy'} & set(sys.modules), sorted(sys.modules)\n"
+        "from tunewise.audit.pii import PiiScanner\n"
+        "PiiScanner()\n"
+        "assert 'presidio_analyzer' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
