@@ -8,6 +8,8 @@ code. The layers themselves are checked by import-linter (`lint-imports` in .ci/
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tunewise.tasks import TASKS, make_task
@@ -75,3 +77,14 @@ def test_every_registered_task_declares_the_facts_shared_code_reads(tmp_path: Pa
         facts = make_task(config).facts()
         assert facts.name == name
         assert isinstance(facts.capabilities.reads_text, bool)
+
+
+# Packages one stage needs and importing tunewise must not load: presidio imports spaCy, thinc and blis (53 MB of
+# wheels, which a GPU machine running a benchmark with the data check off is not sent); sqlalchemy is `tune`'s alone.
+STAGE_ONLY_PACKAGES = ("presidio_analyzer", "spacy", "sqlalchemy")
+
+
+def test_importing_tunewise_loads_no_stage_only_package() -> None:
+    code = f"import sys, tunewise.api, tunewise.cli\nprint(sorted(set({STAGE_ONLY_PACKAGES!r}) & set(sys.modules)))\n"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
+    assert loaded.stdout.strip() == "[]"

@@ -21,8 +21,6 @@ from typing import IO, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from tunewise.config.sections import RunConfig
 from tunewise.config.tune import TuneConfig
@@ -87,6 +85,9 @@ def default_storage(output_dir: Path) -> str:
 
 def storage_label(url: str) -> str:
     """The storage URL as study.json records it and messages show it: without its password."""
+    from sqlalchemy.engine import make_url  # only `tunewise tune` needs sqlalchemy: imported here, not with tunewise
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except SQLAlchemyError as error:
@@ -142,6 +143,8 @@ def _lock(lock: IO[str], output_dir: Path) -> None:
 
 def open_study(storage: str, study_name: str, objective: Objective, tuning: TuneConfig, seed: int) -> optuna.Study:
     """Create the study, or load it to continue; a stored study that optimises the other way is refused."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         study = optuna.create_study(
             storage=storage,
