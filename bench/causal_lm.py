@@ -203,6 +203,7 @@ def wrap_lora(model):
 
 def run_tunewise(args: argparse.Namespace, lora: bool, model_dir: Path, texts: list[str]) -> dict[str, Any]:
     from rich.console import Console
+    from text_classification import config_overrides  # the sibling benchmark's
 
     import tunewise
 
@@ -233,7 +234,7 @@ def run_tunewise(args: argparse.Namespace, lora: bool, model_dir: Path, texts: l
             "output_dir": str(Path(folder, "run")),
         }
         reset_peak()
-        run = tunewise.train(config, show_progress=False, console=Console(file=io.StringIO()))
+        run = tunewise.train(config, config_overrides(), show_progress=False, console=Console(file=io.StringIO()))
         record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
     logged = [h for h in run.history if "seconds" in h]
     after = [h for h in logged if h["step"] >= args.skip_steps]

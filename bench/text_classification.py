@@ -40,6 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/sst2"
 RESULTS_DIR = REPO / "bench/results"
+OVERRIDES_ENV = "TUNEWISE_BENCH_SET"
 RESULTS_FILE = RESULTS_DIR / "text_classification.json"
 
 BATCH_SIZE = 32
@@ -108,6 +109,13 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, dat
 # ----------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------
+
+
+def config_overrides() -> list[str]:
+    """Config overrides for every tunewise run of a benchmark, from $TUNEWISE_BENCH_SET (space-separated
+    KEY=VALUE, as `tunewise train --set` takes them). bench/gpu_suite.py sets `audit.before_training=false` on a
+    GPU machine that was not sent presidio's spaCy; the child processes inherit it."""
+    return os.environ.get(OVERRIDES_ENV, "").split()
 
 
 def data_files(data_dir: Path) -> dict[str, Path]:
@@ -373,7 +381,7 @@ def run_tunewise(name: str, args: argparse.Namespace, files: dict[str, Path], mo
         legacy_timers = time_legacy_stages()
         reset_peak_memory()
         started = time.perf_counter()
-        run = tunewise.train(config, show_progress=False, console=Console(file=io.StringIO()))
+        run = tunewise.train(config, config_overrides(), show_progress=False, console=Console(file=io.StringIO()))
         total_seconds = time.perf_counter() - started
         record = json.loads((run.run_dir / "run.json").read_text(encoding="utf-8"))
         record["durations_seconds"] = {**legacy_timers, **record["durations_seconds"]}
